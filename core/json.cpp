@@ -1,0 +1,139 @@
+#include "core/json.hpp"
+
+#include <charconv>
+#include <cmath>
+
+namespace hookd::json {
+
+void append_quoted(std::string& out, std::string_view s) {
+  static constexpr char hex[] = "0123456789abcdef";
+  out.push_back('"');
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      default:
+        if (c < 0x20) {
+          out += "\\u00";
+          out.push_back(hex[c >> 4]);
+          out.push_back(hex[c & 0xf]);
+        } else {
+          out.push_back(static_cast<char>(c));
+        }
+    }
+  }
+  out.push_back('"');
+}
+
+std::string format_number(double d) {
+  if (!std::isfinite(d)) return "null";
+  if (d == std::trunc(d) && std::fabs(d) < 1e15) {
+    return std::to_string(static_cast<std::int64_t>(d));
+  }
+  char buf[64];
+  auto [p, ec] = std::to_chars(buf, buf + sizeof buf, d);
+  return std::string(buf, p);
+}
+
+void writer::before_value() {
+  if (after_key_) {
+    after_key_ = false;
+    return;
+  }
+  if (!first_.empty()) {
+    if (!first_.back()) out_.push_back(',');
+    first_.back() = false;
+  }
+}
+
+writer& writer::begin_object() {
+  before_value();
+  out_.push_back('{');
+  first_.push_back(true);
+  return *this;
+}
+writer& writer::end_object() {
+  out_.push_back('}');
+  first_.pop_back();
+  return *this;
+}
+writer& writer::begin_array() {
+  before_value();
+  out_.push_back('[');
+  first_.push_back(true);
+  return *this;
+}
+writer& writer::end_array() {
+  out_.push_back(']');
+  first_.pop_back();
+  return *this;
+}
+writer& writer::key(std::string_view k) {
+  before_value();
+  append_quoted(out_, k);
+  out_.push_back(':');
+  after_key_ = true;
+  return *this;
+}
+writer& writer::value(std::string_view s) {
+  before_value();
+  append_quoted(out_, s);
+  return *this;
+}
+writer& writer::value(bool b) {
+  before_value();
+  out_ += b ? "true" : "false";
+  return *this;
+}
+writer& writer::value(double d) {
+  before_value();
+  out_ += format_number(d);
+  return *this;
+}
+writer& writer::value(std::int64_t i) {
+  before_value();
+  out_ += std::to_string(i);
+  return *this;
+}
+writer& writer::null() {
+  before_value();
+  out_ += "null";
+  return *this;
+}
+writer& writer::raw(std::string_view already_json) {
+  before_value();
+  out_ += already_json;
+  return *this;
+}
+writer& writer::field(std::string_view k, const std::vector<std::string>& v) {
+  key(k);
+  begin_array();
+  for (const auto& s : v) value(s);
+  return end_array();
+}
+writer& writer::field(std::string_view k, const std::map<std::string, std::string>& v) {
+  key(k);
+  begin_object();
+  for (const auto& [name, val] : v) field(name, val);
+  return end_object();
+}
+
+std::optional<std::string> document::parse(std::string_view text, document& out) {
+  out.parser_ = std::make_unique<simdjson::dom::parser>();
+  simdjson::padded_string padded(text);
+  auto result = out.parser_->parse(padded);
+  if (result.error()) {
+    return std::string("malformed JSON: ") + simdjson::error_message(result.error());
+  }
+  out.root_ = result.value_unsafe();
+  return std::nullopt;
+}
+
+std::string to_string(simdjson::dom::element e) { return simdjson::minify(e); }
+
+}  // namespace hookd::json

@@ -1,0 +1,48 @@
+#pragma once
+// The REST API (Unified.to's webhook API): routing, authentication, validation and the
+// JSON shapes of DESIGN §1.1. Storage does the work; this layer decides what is allowed.
+#include <boost/asio/awaitable.hpp>
+
+#include "core/api_error.hpp"
+#include "core/validation.hpp"
+#include "net/http_server.hpp"
+#include "sources/integration_registry.hpp"
+#include "storage/store.hpp"
+
+namespace hookd {
+
+struct api_options {
+  webhook_limits limits;
+  double default_interval_minutes = 60;
+};
+
+class api {
+public:
+  api(storage::store& store, const sources::integration_registry& integrations,
+      api_options options);
+
+  boost::asio::awaitable<net::response> handle(net::request req);
+
+private:
+  struct context;
+  boost::asio::awaitable<net::response> route(context& ctx);
+  boost::asio::awaitable<net::response> webhooks(context& ctx);
+  boost::asio::awaitable<net::response> webhook_item(context& ctx, const std::string& id);
+  boost::asio::awaitable<net::response> trigger(context& ctx, const std::string& id);
+  boost::asio::awaitable<net::response> connections(context& ctx);
+  boost::asio::awaitable<net::response> connection_item(context& ctx, const std::string& id);
+  boost::asio::awaitable<net::response> readyz();
+  net::response integrations(context& ctx) const;
+
+  boost::asio::awaitable<std::optional<api_error>> check_webhook_target(context& ctx,
+                                                                        const webhook& h);
+  std::optional<api_error> resolve_integration(connection& c) const;
+  boost::asio::awaitable<net::response> save_webhook(context& ctx, webhook h, bool is_new,
+                                                     bool include_all);
+
+  storage::store& store_;
+  const sources::integration_registry& integrations_;
+  api_options options_;
+};
+
+}  // namespace hookd

@@ -1,0 +1,210 @@
+#include "daemon/commands.hpp"
+
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "core/crypto.hpp"
+#include "daemon/api.hpp"
+#include "daemon/embedded_postgres.hpp"
+#include "daemon/logging.hpp"
+#include "storage/migrations.hpp"
+
+namespace hookd {
+namespace asio = boost::asio;
+
+namespace {
+
+struct database {
+  std::unique_ptr<embedded_postgres> embedded;
+  std::unique_ptr<storage::executor> executor;
+};
+
+void ensure_data_dir(const config& cfg) {
+  std::filesystem::create_directories(cfg.data_dir);
+}
+
+database open_database(const config& cfg) {
+  database db;
+  std::string url = cfg.database_url;
+  if (url.empty()) {
+    ensure_data_dir(cfg);
+    db.embedded = embedded_postgres::start({cfg.data_dir, cfg.postgres_bin_dir});
+    url = db.embedded->url();
+  }
+  db.executor = std::make_unique<storage::executor>(storage::executor_options{
+      url, cfg.db_pool_size, cfg.db_connect_timeout_seconds, cfg.db_statement_timeout_ms});
+  db.executor->run_sync([](pqxx::connection& c) { storage::apply_migrations(c); });
+  return db;
+}
+
+// The key that seals secrets at rest: from the configuration, else a key file in the data
+// directory (created on first start, readable by its owner only).
+crypto::cipher load_cipher(const config& cfg) {
+  if (!cfg.encryption_key.empty()) return crypto::cipher(*crypto::base64_decode(cfg.encryption_key));
+  ensure_data_dir(cfg);
+  auto path = cfg.data_dir / "encryption.key";
+  if (!std::filesystem::exists(path)) {
+    auto old_mask = ::umask(077);
+    std::ofstream(path) << crypto::base64_encode(crypto::random_bytes(32)) << "\n";
+    ::umask(old_mask);
+    spdlog::info("generated the encryption key {}; every instance sharing the database needs "
+                 "the same key (encryption_key)", path.string());
+  }
+  std::string text;
+  std::ifstream(path) >> text;
+  auto key = crypto::base64_decode(text);
+  if (!key || key->size() != 32)
+    throw std::runtime_error(path.string() + " does not hold a base64 32-byte key");
+  return crypto::cipher(*key);
+}
+
+std::filesystem::path integrations_dir() {
+  std::error_code ec;
+  auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  std::vector<std::filesystem::path> candidates;
+  if (!ec) {
+    candidates.push_back(exe.parent_path().parent_path() / "integrations");
+    candidates.push_back(exe.parent_path() / "integrations");
+  }
+  candidates.push_back("/usr/share/hookd/integrations");
+  for (const auto& c : candidates)
+    if (std::filesystem::is_directory(c, ec)) return c;
+  return candidates.front();
+}
+
+void print_bootstrap(const storage::store::bootstrap_result& b) {
+  if (!b.generated_api_key) return;
+  std::cout << "hookd created the bootstrap workspace; these credentials are shown only once:\n"
+            << "  api_key: " << *b.generated_api_key << "\n";
+  if (b.generated_secret) std::cout << "  workspace_secret: " << *b.generated_secret << "\n";
+  std::cout << std::flush;
+}
+
+asio::awaitable<void> drain_and_stop(asio::io_context& ioc, net::http_server& server,
+                                     std::chrono::seconds deadline) {
+  asio::steady_timer timer(ioc);
+  auto until = std::chrono::steady_clock::now() + deadline;
+  while (server.in_flight() > 0 && std::chrono::steady_clock::now() < until) {
+    timer.expires_after(std::chrono::milliseconds(20));
+    co_await timer.async_wait(asio::use_awaitable);
+  }
+  ioc.stop();
+}
+
+void log_exception(std::exception_ptr e) {
+  if (!e) return;
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    spdlog::error("background task failed: {}", ex.what());
+  }
+}
+
+asio::awaitable<void> watchdog_loop(asio::io_context& ioc, std::uint64_t usec) {
+  asio::steady_timer timer(ioc);
+  for (;;) {
+    sd_notify(0, "WATCHDOG=1");
+    timer.expires_after(std::chrono::microseconds(usec / 2));
+    co_await timer.async_wait(asio::use_awaitable);
+  }
+}
+
+void log_request(const net::request_log_entry& e) {
+  log_event(spdlog::level::info, "request",
+            {{"method", e.method},
+             {"path", e.path},
+             {"status", e.status},
+             {"latency_ms", static_cast<double>(e.latency.count()) / 1000.0},
+             {"remote", e.remote}});
+}
+
+}  // namespace
+
+int run_serve(const config& cfg) {
+  setup_logging(cfg.log_format == "json" ? log_format::json : log_format::text, cfg.log_level);
+  auto registry = sources::integration_registry::load(integrations_dir());
+  spdlog::info("loaded {} integration definitions", registry.all().size());
+  auto cipher = load_cipher(cfg);
+  auto db = open_database(cfg);
+  system_clock clk;
+  storage::store store(*db.executor, std::move(cipher), clk);
+  print_bootstrap(store.bootstrap_workspace(cfg.api_key, cfg.workspace_secret));
+
+  asio::io_context ioc(cfg.threads);
+  api_options options;
+  options.limits.min_interval_minutes = cfg.min_interval_seconds / 60.0;
+  options.limits.max_page_limit = cfg.max_page_limit;
+  options.default_interval_minutes = std::max(60.0, options.limits.min_interval_minutes);
+  api rest(store, registry, options);
+  net::http_server server(
+      ioc, net::parse_endpoint(cfg.listen),
+      {cfg.max_body_bytes, 16 * 1024, std::chrono::seconds(cfg.request_timeout_seconds)},
+      [&rest](net::request req) { return rest.handle(std::move(req)); },
+      [](unsigned status, std::string_view code, std::string_view message) {
+        return api_error{static_cast<int>(status), std::string(code), "", std::string(message)}
+            .to_json();
+      },
+      log_request);
+  server.start();
+  auto ep = server.local_endpoint();
+  std::string host = ep.address().is_v6() ? "[" + ep.address().to_string() + "]"
+                                          : ep.address().to_string();
+  std::cout << "hookd listening on http://" << host << ":" << ep.port() << std::endl;
+  spdlog::info("listening on http://{}:{}", host, ep.port());
+
+  asio::signal_set signals(ioc, SIGINT, SIGTERM);
+  signals.async_wait([&](const boost::system::error_code& ec, int sig) {
+    if (ec) return;
+    spdlog::info("received signal {}; draining", sig);
+    sd_notify(0, "STOPPING=1");
+    server.stop();
+    asio::co_spawn(ioc, drain_and_stop(ioc, server, std::chrono::seconds(30)), log_exception);
+  });
+  std::uint64_t watchdog_usec = 0;
+  if (sd_watchdog_enabled(0, &watchdog_usec) > 0)
+    asio::co_spawn(ioc, watchdog_loop(ioc, watchdog_usec), log_exception);
+  sd_notify(0, "READY=1");
+
+  std::vector<std::thread> threads;
+  for (int i = 1; i < cfg.threads; ++i) threads.emplace_back([&ioc] { ioc.run(); });
+  ioc.run();
+  for (auto& t : threads) t.join();
+  spdlog::info("stopped");
+  return 0;
+}
+
+int run_migrate(const config& cfg) {
+  setup_logging(cfg.log_format == "json" ? log_format::json : log_format::text, cfg.log_level);
+  auto db = open_database(cfg);
+  int version = db.executor->run_sync(
+      [](pqxx::connection& c) { return storage::applied_migration_version(c); });
+  std::cout << "database schema at version " << version << std::endl;
+  return 0;
+}
+
+int run_workspace_create(const config& cfg, const std::string& name) {
+  setup_logging(cfg.log_format == "json" ? log_format::json : log_format::text, "warn");
+  auto cipher = load_cipher(cfg);
+  auto db = open_database(cfg);
+  system_clock clk;
+  storage::store store(*db.executor, std::move(cipher), clk);
+  auto key = "hookd_" + crypto::random_token(24);
+  auto secret = "whsec_" + crypto::base64_encode(crypto::random_bytes(24));
+  auto ws = store.create_workspace(name, key, secret);
+  std::cout << "workspace_id: " << ws.id << "\n"
+            << "api_key: " << key << "\n"
+            << "workspace_secret: " << secret << std::endl;
+  return 0;
+}
+
+}  // namespace hookd

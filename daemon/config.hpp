@@ -1,0 +1,57 @@
+#pragma once
+// hookd's configuration: built-in defaults, then a YAML file (--config), then systemd
+// credentials ($CREDENTIALS_DIRECTORY), then HOOKD_<KEY> environment variables.
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace hookd {
+
+// A configuration problem; the message names the key. hookd exits with code 2.
+struct config_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct config {
+  std::string listen = "127.0.0.1:8080";      // host:port; port 0 picks a free port
+  std::string database_url;                   // empty: the embedded PostgreSQL under data_dir
+  std::filesystem::path data_dir;             // default: /var/lib/hookd as root, else ~/.local/share/hookd
+  std::string api_key;                        // bootstrap workspace key (secret)
+  std::string workspace_secret;               // bootstrap workspace signing secret (secret)
+  std::string encryption_key;                 // base64 of 32 bytes (secret); default: <data_dir>/encryption.key
+  double min_interval_seconds = 60;
+  int max_page_limit = 1000;
+  std::string allow_private_destinations;     // "" (none), "true", or a comma-separated CIDR list
+  std::string log_format = "text";            // text | json
+  std::string log_level = "info";             // trace | debug | info | warn | error | critical | off
+  std::vector<double> retry_schedule;         // seconds; default Fibonacci minutes, 20 retries
+  int threads = 2;                            // event-loop threads
+  int db_pool_size = 4;                       // database threads, one connection each
+  int db_connect_timeout_seconds = 5;
+  int db_statement_timeout_ms = 30000;
+  std::size_t max_body_bytes = 1024 * 1024;   // request bodies over this get 413
+  int request_timeout_seconds = 30;           // per inbound HTTP request
+  std::string postgres_bin_dir;               // embedded PostgreSQL binaries; default: newest /usr/lib/postgresql/*/bin
+};
+
+// Where the configuration comes from; tests pass their own environment.
+struct config_sources {
+  std::optional<std::filesystem::path> file;       // --config
+  std::map<std::string, std::string> environment;  // e.g. from environ
+  std::optional<std::filesystem::path> credentials_directory;  // $CREDENTIALS_DIRECTORY
+};
+
+// Throws config_error naming the key for an unknown key (in the file or a HOOKD_* variable),
+// a value of the wrong type or a value out of range.
+config load_config(const config_sources& sources);
+
+// The process environment as a map (for config_sources::environment).
+std::map<std::string, std::string> process_environment();
+
+// The default retry schedule: 20 delays following the Fibonacci sequence in minutes.
+std::vector<double> default_retry_schedule();
+
+}  // namespace hookd

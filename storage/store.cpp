@@ -1,0 +1,443 @@
+#include "storage/store.hpp"
+
+#include <stdexcept>
+
+#include "core/json.hpp"
+#include "storage/migrations.hpp"
+
+namespace hookd::storage {
+namespace {
+
+constexpr const char* bootstrap_workspace_id = "default";
+
+std::string ms_of(std::string_view column) {
+  return fmt::format("(extract(epoch from {}) * 1000)::bigint", column);
+}
+
+std::string ts_param(pqxx::transaction_base& tx, sys_time t) {
+  return fmt::format("to_timestamp({}::double precision / 1000)",
+                     tx.quote(std::to_string(to_unix_millis(t))));
+}
+
+std::optional<sys_time> opt_time(const pqxx::field& f) {
+  if (f.is_null()) return std::nullopt;
+  return from_unix_millis(f.as<std::int64_t>());
+}
+
+std::vector<std::string> json_string_array(std::string_view text) {
+  std::vector<std::string> out;
+  json::document doc;
+  if (json::document::parse(text, doc) || !doc.root().is_array()) return out;
+  simdjson::dom::array items = doc.root().get_array().value_unsafe();
+  for (auto e : items)
+    if (e.is_string()) out.emplace_back(e.get_string().value_unsafe());
+  return out;
+}
+
+std::map<std::string, std::string> json_string_map(std::string_view text) {
+  std::map<std::string, std::string> out;
+  json::document doc;
+  if (json::document::parse(text, doc) || !doc.root().is_object()) return out;
+  simdjson::dom::object members = doc.root().get_object().value_unsafe();
+  for (auto [k, v] : members)
+    if (v.is_string()) out.emplace(std::string(k), std::string(v.get_string().value_unsafe()));
+  return out;
+}
+
+std::string json_array_text(const std::vector<std::string>& v) {
+  json::writer w;
+  w.begin_array();
+  for (const auto& s : v) w.value(s);
+  w.end_array();
+  return w.take();
+}
+
+std::string json_map_text(const std::map<std::string, std::string>& m) {
+  json::writer w;
+  w.begin_object();
+  for (const auto& [k, v] : m) w.field(k, v);
+  w.end_object();
+  return w.take();
+}
+
+const std::string connection_columns =
+    "id, workspace_id, integration_type, integration_name, categories::text, "
+    "permissions::text, auth_sealed, environment, external_xref, is_paused, " +
+    ms_of("created_at") + ", " + ms_of("updated_at") + ", " + ms_of("last_healthy_at") + ", " +
+    ms_of("last_unhealthy_at") + ", last_unhealthy_code";
+
+const std::string webhook_columns =
+    "id, workspace_id, connection_id, hook_url, object_type, interval_minutes, " +
+    ms_of("checked_at") +
+    ", integration_type, environment, event, fields, webhook_type, is_healthy, "
+    "page_max_limit, filters::text, db_type, db_url_sealed, db_schema, db_name_prefix, "
+    "is_paused, is_beta, " +
+    ms_of("created_at") + ", " + ms_of("updated_at");
+
+std::string unseal(const crypto::cipher& cipher, const std::string& sealed) {
+  if (sealed.empty()) return {};
+  auto plain = cipher.open(sealed);
+  // A secret sealed under another key cannot be read: the operator changed the key.
+  if (!plain) throw std::runtime_error("a stored secret cannot be decrypted with the configured encryption_key");
+  return *plain;
+}
+
+connection connection_from_row(const pqxx::row& r, const crypto::cipher& cipher) {
+  connection c;
+  c.id = r[0].as<std::string>();
+  c.workspace_id = r[1].as<std::string>();
+  c.integration_type = r[2].as<std::string>();
+  c.integration_name = r[3].as<std::string>();
+  c.categories = json_string_array(r[4].as<std::string>());
+  c.permissions = json_string_array(r[5].as<std::string>());
+  c.auth_json = unseal(cipher, r[6].as<std::string>());
+  if (c.auth_json.empty()) c.auth_json = "{}";
+  c.environment = r[7].as<std::string>();
+  c.external_xref = r[8].as<std::string>();
+  c.is_paused = r[9].as<bool>();
+  c.created_at = from_unix_millis(r[10].as<std::int64_t>());
+  c.updated_at = from_unix_millis(r[11].as<std::int64_t>());
+  c.last_healthy_at = opt_time(r[12]);
+  c.last_unhealthy_at = opt_time(r[13]);
+  c.last_unhealthy_code = r[14].as<std::string>();
+  return c;
+}
+
+webhook webhook_from_row(const pqxx::row& r, const crypto::cipher& cipher) {
+  webhook h;
+  h.id = r[0].as<std::string>();
+  h.workspace_id = r[1].as<std::string>();
+  h.connection_id = r[2].as<std::string>();
+  h.hook_url = r[3].as<std::string>();
+  h.object_type = r[4].as<std::string>();
+  h.interval = r[5].as<double>();
+  h.checked_at = opt_time(r[6]);
+  h.integration_type = r[7].as<std::string>();
+  h.environment = r[8].as<std::string>();
+  h.event = r[9].as<std::string>();
+  h.fields = r[10].as<std::string>();
+  h.webhook_type = r[11].as<std::string>();
+  h.is_healthy = r[12].as<bool>();
+  h.page_max_limit = r[13].as<int>();
+  h.filters = json_string_map(r[14].as<std::string>());
+  h.db_type = r[15].as<std::string>();
+  h.db_url = unseal(cipher, r[16].as<std::string>());
+  h.db_schema = r[17].as<std::string>();
+  h.db_name_prefix = r[18].as<std::string>();
+  h.is_paused = r[19].as<bool>();
+  h.is_beta = r[20].as<bool>();
+  h.created_at = from_unix_millis(r[21].as<std::int64_t>());
+  h.updated_at = from_unix_millis(r[22].as<std::int64_t>());
+  return h;
+}
+
+// WHERE and ORDER BY for the list endpoints; values are quoted by libpq.
+std::string list_conditions(pqxx::transaction_base& tx, const list_query& q) {
+  std::string where;
+  if (q.updated_gte) where += " and updated_at >= " + ts_param(tx, *q.updated_gte);
+  if (q.created_lte) where += " and created_at <= " + ts_param(tx, *q.created_lte);
+  if (!q.env.empty()) where += " and environment = " + tx.quote(q.env);
+  return where;
+}
+
+std::string order_and_page(const list_query& q, std::string_view name_column) {
+  std::string column = q.sort == "name" ? std::string(name_column) : q.sort;
+  const char* dir = q.descending ? "desc" : "asc";
+  return fmt::format(" order by {} {}, id {} limit {} offset {}", column, dir, dir, q.limit,
+                     q.offset);
+}
+
+std::string sealed_or_empty(const crypto::cipher& cipher, const std::string& plain) {
+  return plain.empty() ? std::string{} : cipher.seal(plain);
+}
+
+}  // namespace
+
+store::store(executor& db, crypto::cipher cipher, const clock& clk)
+    : db_(db), cipher_(std::move(cipher)), clock_(clk) {}
+
+workspace store::create_workspace(const std::string& name, const std::string& api_key,
+                                  const std::string& secret) {
+  workspace ws{crypto::random_id(), name, secret, ""};
+  auto sealed = cipher_.seal(secret);
+  db_.run_sync([&](pqxx::connection& c) {
+    pqxx::work tx(c);
+    tx.exec0("insert into workspaces(id, name, secret_sealed) values (" + tx.quote(ws.id) + ", " +
+             tx.quote(name) + ", " + tx.quote(sealed) + ")");
+    tx.exec0("insert into api_keys(key_hash, workspace_id) values (" +
+             tx.quote(crypto::sha256_hex(api_key)) + ", " + tx.quote(ws.id) + ")");
+    tx.commit();
+  });
+  return ws;
+}
+
+store::bootstrap_result store::bootstrap_workspace(const std::string& api_key,
+                                                   const std::string& secret) {
+  bootstrap_result out;
+  std::string key = api_key;
+  std::string sec = secret;
+  bool exists = db_.run_sync([&](pqxx::connection& c) {
+    pqxx::work tx(c);
+    return !tx.exec("select 1 from workspaces where id = " + tx.quote(bootstrap_workspace_id))
+                .empty();
+  });
+  if (!exists) {
+    if (key.empty()) out.generated_api_key = key = "hookd_" + crypto::random_token(24);
+    if (sec.empty()) out.generated_secret = sec = "whsec_" + crypto::base64_encode(crypto::random_bytes(24));
+  }
+  auto sealed = sec.empty() ? std::string{} : cipher_.seal(sec);
+  auto stored_secret = db_.run_sync([&](pqxx::connection& c) {
+    pqxx::work tx(c);
+    tx.exec0("insert into workspaces(id, name, secret_sealed) values (" +
+             tx.quote(bootstrap_workspace_id) + ", 'default', " + tx.quote(sealed) +
+             ") on conflict (id) do nothing");
+    if (!sealed.empty())
+      tx.exec0("update workspaces set secret_sealed = " + tx.quote(sealed) +
+               " where id = " + tx.quote(bootstrap_workspace_id));
+    if (!key.empty())
+      tx.exec0("insert into api_keys(key_hash, workspace_id) values (" +
+               tx.quote(crypto::sha256_hex(key)) + ", " + tx.quote(bootstrap_workspace_id) +
+               ") on conflict (key_hash) do nothing");
+    auto r = tx.exec1("select secret_sealed from workspaces where id = " +
+                      tx.quote(bootstrap_workspace_id));
+    tx.commit();
+    return r[0].as<std::string>();
+  });
+  out.ws = {bootstrap_workspace_id, "default", unseal(cipher_, stored_secret), ""};
+  return out;
+}
+
+awaitable<std::optional<workspace>> store::find_workspace_by_key(std::string api_key) {
+  auto hash = crypto::sha256_hex(api_key);
+  auto job = [hash](pqxx::connection& c) -> std::optional<std::array<std::string, 4>> {
+    pqxx::read_transaction tx(c);
+    auto r = tx.exec(
+        "select w.id, w.name, w.secret_sealed, w.notification_url from api_keys k "
+        "join workspaces w on w.id = k.workspace_id where k.key_hash = " + tx.quote(hash));
+    if (r.empty()) return std::nullopt;
+    return std::array<std::string, 4>{r[0][0].as<std::string>(), r[0][1].as<std::string>(),
+                                      r[0][2].as<std::string>(), r[0][3].as<std::string>()};
+  };
+  auto row = co_await db_.run(std::move(job));
+  if (!row) co_return std::nullopt;
+  co_return workspace{(*row)[0], (*row)[1], unseal(cipher_, (*row)[2]), (*row)[3]};
+}
+
+awaitable<connection> store::create_connection(connection c) {
+  c.id = crypto::random_id();
+  c.created_at = c.updated_at = clock_.now();
+  auto sealed = cipher_.seal(c.auth_json);
+  auto job = [c, sealed](pqxx::connection& conn) {
+    pqxx::work tx(conn);
+    tx.exec0(
+        "insert into connections(id, workspace_id, integration_type, integration_name, "
+        "categories, permissions, auth_sealed, environment, external_xref, is_paused, "
+        "created_at, updated_at) values (" +
+        tx.quote(c.id) + ", " + tx.quote(c.workspace_id) + ", " + tx.quote(c.integration_type) +
+        ", " + tx.quote(c.integration_name) + ", " + tx.quote(json_array_text(c.categories)) +
+        "::jsonb, " + tx.quote(json_array_text(c.permissions)) + "::jsonb, " + tx.quote(sealed) +
+        ", " + tx.quote(c.environment) + ", " + tx.quote(c.external_xref) + ", " +
+        (c.is_paused ? "true" : "false") + ", " + ts_param(tx, c.created_at) + ", " +
+        ts_param(tx, c.updated_at) + ")");
+    tx.commit();
+  };
+  co_await db_.run(std::move(job));
+  co_return c;
+}
+
+awaitable<std::optional<connection>> store::get_connection(std::string workspace_id,
+                                                           std::string id) {
+  auto job = [&, workspace_id, id](pqxx::connection& conn) -> std::optional<connection> {
+    pqxx::read_transaction tx(conn);
+    auto r = tx.exec("select " + connection_columns + " from connections where workspace_id = " +
+                     tx.quote(workspace_id) + " and id = " + tx.quote(id));
+    if (r.empty()) return std::nullopt;
+    return connection_from_row(r[0], cipher_);
+  };
+  co_return co_await db_.run(std::move(job));
+}
+
+awaitable<std::vector<connection>> store::list_connections(std::string workspace_id,
+                                                           list_query q) {
+  auto job = [&, workspace_id, q](pqxx::connection& conn) {
+    pqxx::read_transaction tx(conn);
+    std::string sql = "select " + connection_columns +
+                      " from connections where workspace_id = " + tx.quote(workspace_id) +
+                      list_conditions(tx, q);
+    if (!q.external_xref.empty()) sql += " and external_xref = " + tx.quote(q.external_xref);
+    for (const auto& cat : q.categories)
+      sql += " and categories ? " + tx.quote(cat);
+    sql += order_and_page(q, "integration_name");
+    std::vector<connection> out;
+    for (const auto& row : tx.exec(sql)) out.push_back(connection_from_row(row, cipher_));
+    return out;
+  };
+  co_return co_await db_.run(std::move(job));
+}
+
+awaitable<std::optional<connection>> store::update_connection(connection c) {
+  c.updated_at = clock_.now();
+  auto sealed = cipher_.seal(c.auth_json);
+  auto job = [c, sealed](pqxx::connection& conn) {
+    pqxx::work tx(conn);
+    auto r = tx.exec(
+        "update connections set integration_type = " + tx.quote(c.integration_type) +
+        ", integration_name = " + tx.quote(c.integration_name) +
+        ", categories = " + tx.quote(json_array_text(c.categories)) +
+        "::jsonb, permissions = " + tx.quote(json_array_text(c.permissions)) +
+        "::jsonb, auth_sealed = " + tx.quote(sealed) + ", environment = " +
+        tx.quote(c.environment) + ", external_xref = " + tx.quote(c.external_xref) +
+        ", is_paused = " + (c.is_paused ? "true" : "false") +
+        ", updated_at = " + ts_param(tx, c.updated_at) + " where workspace_id = " +
+        tx.quote(c.workspace_id) + " and id = " + tx.quote(c.id) + " returning id");
+    // The webhooks of this connection report its integration type.
+    tx.exec0("update webhooks set integration_type = " + tx.quote(c.integration_type) +
+             " where connection_id = " + tx.quote(c.id));
+    tx.commit();
+    return !r.empty();
+  };
+  bool found = co_await db_.run(std::move(job));
+  if (!found) co_return std::nullopt;
+  co_return c;
+}
+
+awaitable<bool> store::delete_connection(std::string workspace_id, std::string id) {
+  auto job = [workspace_id, id](pqxx::connection& conn) {
+    pqxx::work tx(conn);
+    // webhooks go with it (on delete cascade)
+    auto r = tx.exec("delete from connections where workspace_id = " + tx.quote(workspace_id) +
+                     " and id = " + tx.quote(id) + " returning id");
+    tx.commit();
+    return !r.empty();
+  };
+  co_return co_await db_.run(std::move(job));
+}
+
+namespace {
+std::string webhook_values_sql(pqxx::transaction_base& tx, const webhook& h,
+                               const std::string& db_url_sealed) {
+  return fmt::format(
+      "hook_url = {}, object_type = {}, interval_minutes = {}, event = {}, fields = {}, "
+      "webhook_type = {}, page_max_limit = {}, filters = {}::jsonb, db_type = {}, "
+      "db_url_sealed = {}, db_schema = {}, db_name_prefix = {}, is_paused = {}, is_beta = {}",
+      tx.quote(h.hook_url), tx.quote(h.object_type), tx.quote(json::format_number(h.interval)),
+      tx.quote(h.event), tx.quote(h.fields), tx.quote(h.webhook_type), h.page_max_limit,
+      tx.quote(json_map_text(h.filters)), tx.quote(h.db_type), tx.quote(db_url_sealed),
+      tx.quote(h.db_schema), tx.quote(h.db_name_prefix), h.is_paused ? "true" : "false",
+      h.is_beta ? "true" : "false");
+}
+}  // namespace
+
+awaitable<std::optional<webhook>> store::create_webhook(webhook h, bool include_all) {
+  h.id = crypto::random_id();
+  h.created_at = h.updated_at = clock_.now();
+  auto sealed = sealed_or_empty(cipher_, h.db_url);
+  auto job = [&, h, sealed, include_all](pqxx::connection& conn) -> std::optional<webhook> {
+    pqxx::work tx(conn);
+    // The connection row is locked so a concurrent delete cannot orphan the webhook.
+    auto owner = tx.exec("select integration_type from connections where workspace_id = " +
+                         tx.quote(h.workspace_id) + " and id = " + tx.quote(h.connection_id) +
+                         " for share");
+    if (owner.empty()) return std::nullopt;
+    auto r = tx.exec(
+        "insert into webhooks(id, workspace_id, connection_id, object_type, interval_minutes, "
+        "integration_type, event, include_all, next_run_at, created_at, updated_at) values (" +
+        tx.quote(h.id) + ", " + tx.quote(h.workspace_id) + ", " + tx.quote(h.connection_id) +
+        ", " + tx.quote(h.object_type) + ", " + tx.quote(json::format_number(h.interval)) + ", " +
+        tx.quote(owner[0][0].as<std::string>()) + ", " + tx.quote(h.event) + ", " +
+        (include_all ? "true" : "false") + ", " + ts_param(tx, h.created_at) + ", " +
+        ts_param(tx, h.created_at) + ", " + ts_param(tx, h.updated_at) + ")");
+    auto row = tx.exec1("update webhooks set " + webhook_values_sql(tx, h, sealed) +
+                        " where id = " + tx.quote(h.id) + " returning " + webhook_columns);
+    auto out = webhook_from_row(row, cipher_);
+    tx.commit();
+    return out;
+  };
+  co_return co_await db_.run(std::move(job));
+}
+
+awaitable<std::optional<webhook>> store::get_webhook(std::string workspace_id, std::string id) {
+  auto job = [&, workspace_id, id](pqxx::connection& conn) -> std::optional<webhook> {
+    pqxx::read_transaction tx(conn);
+    auto r = tx.exec("select " + webhook_columns + " from webhooks where workspace_id = " +
+                     tx.quote(workspace_id) + " and id = " + tx.quote(id));
+    if (r.empty()) return std::nullopt;
+    return webhook_from_row(r[0], cipher_);
+  };
+  co_return co_await db_.run(std::move(job));
+}
+
+awaitable<std::vector<webhook>> store::list_webhooks(std::string workspace_id, list_query q) {
+  auto job = [&, workspace_id, q](pqxx::connection& conn) {
+    pqxx::read_transaction tx(conn);
+    std::string sql = "select " + webhook_columns + " from webhooks where workspace_id = " +
+                      tx.quote(workspace_id) + list_conditions(tx, q);
+    if (!q.object_type.empty()) sql += " and object_type = " + tx.quote(q.object_type);
+    if (!q.integration_type.empty())
+      sql += " and integration_type = " + tx.quote(q.integration_type);
+    if (!q.connection_id.empty()) sql += " and connection_id = " + tx.quote(q.connection_id);
+    if (q.is_healthy) sql += *q.is_healthy ? " and is_healthy" : " and not is_healthy";
+    sql += order_and_page(q, "object_type");
+    std::vector<webhook> out;
+    for (const auto& row : tx.exec(sql)) out.push_back(webhook_from_row(row, cipher_));
+    return out;
+  };
+  co_return co_await db_.run(std::move(job));
+}
+
+awaitable<std::optional<webhook>> store::update_webhook(webhook h) {
+  h.updated_at = clock_.now();
+  auto sealed = sealed_or_empty(cipher_, h.db_url);
+  auto job = [&, h, sealed](pqxx::connection& conn) -> std::optional<webhook> {
+    pqxx::work tx(conn);
+    auto owner = tx.exec("select integration_type from connections where workspace_id = " +
+                         tx.quote(h.workspace_id) + " and id = " + tx.quote(h.connection_id) +
+                         " for share");
+    if (owner.empty()) return std::nullopt;
+    auto r = tx.exec("update webhooks set " + webhook_values_sql(tx, h, sealed) +
+                     ", connection_id = " + tx.quote(h.connection_id) +
+                     ", integration_type = " + tx.quote(owner[0][0].as<std::string>()) +
+                     ", updated_at = " + ts_param(tx, h.updated_at) +
+                     " where workspace_id = " + tx.quote(h.workspace_id) +
+                     " and id = " + tx.quote(h.id) + " returning " + webhook_columns);
+    if (r.empty()) return std::nullopt;
+    auto out = webhook_from_row(r[0], cipher_);
+    tx.commit();
+    return out;
+  };
+  co_return co_await db_.run(std::move(job));
+}
+
+awaitable<bool> store::delete_webhook(std::string workspace_id, std::string id) {
+  auto job = [workspace_id, id](pqxx::connection& conn) {
+    pqxx::work tx(conn);
+    auto r = tx.exec("delete from webhooks where workspace_id = " + tx.quote(workspace_id) +
+                     " and id = " + tx.quote(id) + " returning id");
+    tx.commit();
+    return !r.empty();
+  };
+  co_return co_await db_.run(std::move(job));
+}
+
+awaitable<bool> store::trigger_webhook(std::string workspace_id, std::string id) {
+  auto now = clock_.now();
+  auto job = [workspace_id, id, now](pqxx::connection& conn) {
+    pqxx::work tx(conn);
+    auto r = tx.exec("update webhooks set next_run_at = " + ts_param(tx, now) +
+                     " where workspace_id = " + tx.quote(workspace_id) +
+                     " and id = " + tx.quote(id) + " returning id");
+    if (!r.empty()) tx.exec("select pg_notify('hookd_wakeup', " + tx.quote(id) + ")");
+    tx.commit();
+    return !r.empty();
+  };
+  co_return co_await db_.run(std::move(job));
+}
+
+awaitable<bool> store::ready() {
+  auto job = [](pqxx::connection& conn) {
+    return applied_migration_version(conn) >= latest_migration_version();
+  };
+  co_return co_await db_.run(std::move(job));
+}
+
+}  // namespace hookd::storage

@@ -1,0 +1,75 @@
+#pragma once
+// Repositories of workspaces, connections and webhooks. Every method is one transaction on
+// the database executor; secrets (connection auth, db_url, workspace secrets) are sealed
+// with AES-256-GCM before they reach the database.
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+
+#include "core/crypto.hpp"
+#include "core/model.hpp"
+#include "core/query.hpp"
+#include "core/time.hpp"
+#include "storage/executor.hpp"
+
+namespace hookd::storage {
+
+struct workspace {
+  std::string id;
+  std::string name;
+  std::string secret;  // the signing secret, unsealed
+  std::string notification_url;
+};
+
+template <class T>
+using awaitable = boost::asio::awaitable<T>;
+
+class store {
+public:
+  store(executor& db, crypto::cipher cipher, const clock& clk);
+
+  executor& db() { return db_; }
+
+  // Workspaces (blocking: used at start-up and by the command line).
+  workspace create_workspace(const std::string& name, const std::string& api_key,
+                             const std::string& secret);
+  // Makes sure the bootstrap workspace exists and accepts api_key (when given) and uses
+  // secret (when given). Returns the generated key and secret when it created the
+  // workspace without being given a key, so the caller can print them once.
+  struct bootstrap_result {
+    workspace ws;
+    std::optional<std::string> generated_api_key;
+    std::optional<std::string> generated_secret;
+  };
+  bootstrap_result bootstrap_workspace(const std::string& api_key, const std::string& secret);
+
+  awaitable<std::optional<workspace>> find_workspace_by_key(std::string api_key);
+
+  // Connections
+  awaitable<connection> create_connection(connection c);
+  awaitable<std::optional<connection>> get_connection(std::string workspace_id, std::string id);
+  awaitable<std::vector<connection>> list_connections(std::string workspace_id, list_query q);
+  awaitable<std::optional<connection>> update_connection(connection c);
+  awaitable<bool> delete_connection(std::string workspace_id, std::string id);
+
+  // Webhooks. create/update return nullopt when the connection is not in the workspace.
+  awaitable<std::optional<webhook>> create_webhook(webhook h, bool include_all);
+  awaitable<std::optional<webhook>> get_webhook(std::string workspace_id, std::string id);
+  awaitable<std::vector<webhook>> list_webhooks(std::string workspace_id, list_query q);
+  awaitable<std::optional<webhook>> update_webhook(webhook h);
+  awaitable<bool> delete_webhook(std::string workspace_id, std::string id);
+  // Makes the webhook due now and wakes the schedulers (NOTIFY hookd_wakeup).
+  awaitable<bool> trigger_webhook(std::string workspace_id, std::string id);
+
+  // Readiness: the database answers and every migration is applied.
+  awaitable<bool> ready();
+
+private:
+  executor& db_;
+  crypto::cipher cipher_;
+  const clock& clock_;
+};
+
+}  // namespace hookd::storage
