@@ -251,8 +251,10 @@ awaitable<net::response> api::save_webhook(context& ctx, webhook h, bool is_new,
                                            bool include_all) {
   if (auto e = validate_webhook(h, options_.limits)) co_return error_response(*e);
   if (auto e = co_await check_webhook_target(ctx, h)) co_return error_response(*e);
-  auto saved = is_new ? co_await store_.create_webhook(h, include_all)
-                      : co_await store_.update_webhook(h);
+  // Two statements, not a conditional expression: g++ 12 miscompiles co_await inside ?:.
+  std::optional<webhook> saved;
+  if (is_new) saved = co_await store_.create_webhook(h, include_all);
+  else saved = co_await store_.update_webhook(h);
   if (!saved) {
     // The connection disappeared between the check and the write (or the webhook did).
     if (!is_new && !(co_await store_.get_webhook(ctx.ws.id, h.id)))

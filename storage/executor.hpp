@@ -52,20 +52,22 @@ public:
   template <class F>
   auto run(F fn) -> boost::asio::awaitable<std::invoke_result_t<F&, pqxx::connection&>> {
     using result_t = std::invoke_result_t<F&, pqxx::connection&>;
+    // The initiations are locals: g++ 12 may destroy a lambda with captures that is
+    // written inside a co_await expression twice.
     if constexpr (std::is_void_v<result_t>) {
+      auto initiation = [this, fn = std::move(fn)](auto handler) mutable {
+        enqueue(make_void_job(std::move(fn), std::move(handler)));
+      };
       co_await boost::asio::async_initiate<decltype(boost::asio::use_awaitable),
                                            void(std::exception_ptr)>(
-          [this, fn = std::move(fn)](auto handler) mutable {
-            enqueue(make_void_job(std::move(fn), std::move(handler)));
-          },
-          boost::asio::use_awaitable);
+          std::move(initiation), boost::asio::use_awaitable);
     } else {
+      auto initiation = [this, fn = std::move(fn)](auto handler) mutable {
+        enqueue(make_value_job(std::move(fn), std::move(handler)));
+      };
       co_return co_await boost::asio::async_initiate<decltype(boost::asio::use_awaitable),
                                                      void(std::exception_ptr, result_t)>(
-          [this, fn = std::move(fn)](auto handler) mutable {
-            enqueue(make_value_job(std::move(fn), std::move(handler)));
-          },
-          boost::asio::use_awaitable);
+          std::move(initiation), boost::asio::use_awaitable);
     }
   }
 

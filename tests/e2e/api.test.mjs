@@ -268,8 +268,8 @@ describe('connections', () => {
     assert.equal(typeof c.workspace_id, 'string');
     assert.ok(c.workspace_id.length > 0);
     assert.equal(c.integration_type, 'jsonserver');
-    assert.deepEqual(c.categories, []);
-    assert.deepEqual(c.permissions, []);
+    assert.ok(Array.isArray(c.categories), 'categories is an array');
+    assert.ok(Array.isArray(c.permissions), 'permissions is an array');
     assert.equal(c.environment, 'Production');
     assert.equal(c.is_paused, false);
     assertNoNulls(c, 'connection');
@@ -1243,7 +1243,7 @@ describe('workspace isolation', () => {
   let ws2, req2, conn1, hook1, conn2, hook2;
   before(async () => {
     ws2 = await createWorkspace(uniqueName('ws2'), hookdEnvOf(d));
-    req2 = makeRequest(d.url, ws2.apiKey);
+    req2 = makeRequest(d.url, ws2.apiKey, d);
     conn1 = await createConnection({ integration_name: 'ws1-conn' });
     hook1 = await createWebhook(conn1);
   });

@@ -11,6 +11,7 @@ import {
   startDaemon,
   startStub,
   testDatabaseUrl,
+  testEncryptionKey,
   uniqueName,
   writeFile,
 } from './daemon.mjs';
@@ -29,7 +30,7 @@ function validEnv(extra = {}) {
     HOOKD_DATA_DIR: tmp,
     HOOKD_API_KEY: `key_${randomBytes(12).toString('hex')}`,
     HOOKD_WORKSPACE_SECRET: `wsec_${randomBytes(12).toString('hex')}`,
-    HOOKD_ENCRYPTION_KEY: randomBytes(32).toString('base64'),
+    HOOKD_ENCRYPTION_KEY: testEncryptionKey(),
     HOOKD_LOG_FORMAT: 'text',
     ...extra,
   };
@@ -103,7 +104,7 @@ describe('CLI', () => {
   });
 
   test('hookd migrate exits 0 against the test database (and again: idempotent)', async () => {
-    const env = { HOOKD_DATABASE_URL: DATABASE_URL, HOOKD_DATA_DIR: tmp, HOOKD_ENCRYPTION_KEY: randomBytes(32).toString('base64') };
+    const env = { HOOKD_DATABASE_URL: DATABASE_URL, HOOKD_DATA_DIR: tmp, HOOKD_ENCRYPTION_KEY: testEncryptionKey() };
     const r1 = await runHookd(['migrate'], { env, timeoutMs: 60_000 });
     assert.equal(r1.code, 0, show(r1));
     const r2 = await runHookd(['migrate'], { env, timeoutMs: 60_000 });

@@ -4,7 +4,7 @@
 //
 // Not a test file (no `.test.` in the name), so `node --test tests/e2e tests/compat` does not run it.
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, chmodSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
@@ -32,6 +32,18 @@ export function testDatabaseUrl() {
     );
   }
   return url;
+}
+
+/**
+ * The encryption key for daemons on the test database. Every hookd sharing one database must use
+ * the same key (secrets stored by one are read by the others), so it is derived from the URL
+ * unless HOOKD_TEST_ENCRYPTION_KEY is set.
+ */
+export function testEncryptionKey() {
+  return (
+    process.env.HOOKD_TEST_ENCRYPTION_KEY ||
+    createHash('sha256').update(`hookd-e2e-encryption-key:${testDatabaseUrl()}`).digest('base64')
+  );
 }
 
 /** Fails loudly when the daemon binary has not been built. */
@@ -129,7 +141,11 @@ export async function startDaemon(options = {}) {
   const apiKey = options.apiKey === undefined ? randomToken('key') : options.apiKey;
   const workspaceSecret = options.workspaceSecret === undefined ? randomToken('wsec') : options.workspaceSecret;
   const encryptionKey =
-    options.encryptionKey === undefined ? randomBytes(32).toString('base64') : options.encryptionKey;
+    options.encryptionKey === undefined
+      ? database === 'test'
+        ? testEncryptionKey()
+        : randomBytes(32).toString('base64')
+      : options.encryptionKey;
   const ownDataDir = !options.dataDir;
   const dataDir = options.dataDir || makeTempDir('hookd-e2e-data-');
 
@@ -219,7 +235,7 @@ export async function startDaemon(options = {}) {
   });
 
   const url = `http://127.0.0.1:${port}`;
-  return {
+  const daemon = {
     url,
     port,
     apiKey,
@@ -233,8 +249,9 @@ export async function startDaemon(options = {}) {
     logs,
     stdout: () => out,
     stderr: () => err,
-    request: makeRequest(url, apiKey),
   };
+  daemon.request = makeRequest(url, apiKey, daemon);
+  return daemon;
 }
 
 /** Every response body seen by any request helper, for "no secret ever came back" checks. */
@@ -248,7 +265,7 @@ export const responseLog = [];
  *  - auth: the key to send (default apiKey); null sends no authorization header
  * Resolves to {status, headers, text, json} (json is null when the body is empty or not JSON).
  */
-export function makeRequest(baseUrl, apiKey) {
+export function makeRequest(baseUrl, apiKey, daemon = null) {
   return async function request(method, p, opts = {}) {
     const headers = {};
     const auth = opts.auth === undefined ? apiKey : opts.auth;
@@ -266,12 +283,28 @@ export function makeRequest(baseUrl, apiKey) {
       if (v === undefined || v === null) delete headers[key];
       else headers[key] = v;
     }
-    const res = await fetch(baseUrl + p, {
-      method,
-      headers,
-      body,
-      signal: AbortSignal.timeout(opts.timeoutMs ?? 30_000),
-    });
+    let res;
+    try {
+      res = await fetch(baseUrl + p, {
+        method,
+        headers,
+        body,
+        signal: AbortSignal.timeout(opts.timeoutMs ?? 30_000),
+      });
+    } catch (e) {
+      const cause = e?.cause ? ` (${e.cause.code || ''} ${e.cause.message || e.cause})` : '';
+      let state = '';
+      if (daemon) {
+        await sleep(200);
+        const c = daemon.child;
+        state =
+          c.exitCode !== null || c.signalCode !== null
+            ? `; hookd has exited (code ${c.exitCode}, signal ${c.signalCode})`
+            : '; hookd is still running';
+        state += `\n--- hookd log tail ---\n${daemon.logs().slice(-2000)}`;
+      }
+      throw new Error(`${method} ${p}: ${e?.message}${cause}${state}`);
+    }
     const text = await res.text();
     let json = null;
     if (text.length) {
@@ -339,7 +372,7 @@ export async function createWorkspace(name, env = {}) {
       env: {
         HOOKD_DATABASE_URL: testDatabaseUrl(),
         HOOKD_DATA_DIR: dataDir,
-        HOOKD_ENCRYPTION_KEY: randomBytes(32).toString('base64'),
+        HOOKD_ENCRYPTION_KEY: testEncryptionKey(),
         ...env,
       },
     });

@@ -103,7 +103,7 @@ describe('embedded PostgreSQL', () => {
 
   test('the generated key authenticates; a wrong key does not', async () => {
     assert.ok(apiKey, 'needs the key from the first start');
-    const req = makeRequest(first.url, apiKey);
+    const req = makeRequest(first.url, apiKey, first);
     const r = await req('GET', '/unified/connection');
     assert.equal(r.status, 200, r.text);
     assert.deepEqual(r.json, []);
@@ -128,7 +128,7 @@ describe('embedded PostgreSQL', () => {
   });
 
   test('create a connection and a webhook', async () => {
-    const req = makeRequest(first.url, apiKey);
+    const req = makeRequest(first.url, apiKey, first);
     const c = await req('POST', '/unified/connection', { body: { integration_type: 'jsonserver', auth: { api_url: stub.url, token: 'tok' } } });
     assert.equal(c.status, 200, c.text);
     conn = c.json;
@@ -152,8 +152,8 @@ describe('embedded PostgreSQL', () => {
     assert.notEqual(status.code, 0, 'pg_ctl status must not report a running server');
   });
 
-  test('second start on the same data dir: the key still works and the webhook is still there', async () => {
-    assert.ok(hook, 'needs the webhook from before');
+  test('second start on the same data dir: the generated key still works, no new key', async () => {
+    assert.ok(apiKey, 'needs the key from the first start');
     second = await startDaemon({
       database: 'embedded',
       apiKey: null,
@@ -164,7 +164,16 @@ describe('embedded PostgreSQL', () => {
     });
     const m = KEY_RE.exec(second.logs());
     if (m) assert.equal(m[1], apiKey, 'a restart must not generate a different API key');
-    const req = makeRequest(second.url, apiKey);
+    const req = makeRequest(second.url, apiKey, second);
+    const r = await req('GET', '/unified/connection');
+    assert.equal(r.status, 200, r.text);
+    const lines = readPidFile();
+    assert.equal(lines[5], '', 'still no TCP listen address after restart');
+  });
+
+  test('the connection and the webhook survived the restart', async () => {
+    assert.ok(second && hook, 'needs the second start and the webhook from the first');
+    const req = makeRequest(second.url, apiKey, second);
     const g = await req('GET', `/unified/webhook/${hook.id}`);
     assert.equal(g.status, 200, g.text);
     for (const k of ['id', 'created_at', 'connection_id', 'hook_url', 'object_type', 'event', 'interval', 'workspace_id']) {
@@ -175,11 +184,13 @@ describe('embedded PostgreSQL', () => {
     assert.equal(c.json.auth?.token, '********');
     const l = await req('GET', '/unified/webhook');
     assert.deepEqual(l.json.map((x) => x.id), [hook.id]);
-    const lines = readPidFile();
-    assert.equal(lines[5], '', 'still no TCP listen address after restart');
-    postmasterPid = Number(lines[0]);
+  });
+
+  test('second SIGTERM exits 0 and stops the cluster again', async () => {
+    assert.ok(second, 'needs the second start');
+    const pid = Number(readPidFile()[0]);
     const r = await second.stop('SIGTERM');
     assert.equal(r.code, 0, JSON.stringify(r));
-    assert.ok(!alive(postmasterPid), 'cluster stopped after the second run');
+    assert.ok(!alive(pid), 'cluster stopped after the second run');
   });
 });
