@@ -39,8 +39,13 @@ std::string to_json(const webhook& h) {
 }
 
 namespace {
-bool is_url_key(std::string_view k) {
-  return k == "api_url" || k == "token_url" || k == "authorize_url" || k == "refresh_url";
+// Auth keys that carry no secret: shown as given, so clients can see what is configured.
+bool is_public_auth_key(std::string_view k) {
+  static constexpr std::string_view keys[] = {
+      "api_url", "token_url", "authorize_url", "refresh_url", "client_id", "app_id",
+      "audience", "name", "user_id", "emails", "expires_in", "expiry_date",
+      "refresh_token_expires_in", "refresh_token_expires_date"};
+  return std::find(std::begin(keys), std::end(keys), k) != std::end(keys);
 }
 
 void write_redacted_auth(json::writer& w, std::string_view auth_json) {
@@ -49,9 +54,8 @@ void write_redacted_auth(json::writer& w, std::string_view auth_json) {
   if (!json::document::parse(auth_json, doc) && doc.root().is_object()) {
     simdjson::dom::object members = doc.root().get_object().value_unsafe();
     for (auto [k, v] : members) {
-      if (!v.is_string()) continue;
-      if (is_url_key(k)) w.field(k, std::string_view(v.get_string().value_unsafe()));
-      else w.field(k, "********");
+      if (is_public_auth_key(k)) w.key(k).raw(json::to_string(v));
+      else if (v.is_string()) w.field(k, "********");
     }
   }
   w.end_object();

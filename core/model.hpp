@@ -62,8 +62,8 @@ struct connection {
 void write_json(json::writer& w, const webhook& h);
 std::string to_json(const webhook& h);
 
-// auth is redacted: URL-valued keys are shown, every other string value is replaced by
-// "********", and non-string values are left out.
+// auth is redacted: keys that carry no secret (URLs, client_id, expiry dates...) are shown,
+// every other string value is replaced by "********", other values are left out.
 void write_json(json::writer& w, const connection& c);
 std::string to_json(const connection& c);
 

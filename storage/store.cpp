@@ -194,10 +194,17 @@ store::bootstrap_result store::bootstrap_workspace(const std::string& api_key,
     if (!sealed.empty())
       tx.exec0("update workspaces set secret_sealed = " + tx.quote(sealed) +
                " where id = " + tx.quote(bootstrap_workspace_id));
-    if (!key.empty())
-      tx.exec0("insert into api_keys(key_hash, workspace_id) values (" +
-               tx.quote(crypto::sha256_hex(key)) + ", " + tx.quote(bootstrap_workspace_id) +
+    if (!key.empty()) {
+      // The configured key replaces the previous configured key: changing HOOKD_API_KEY
+      // revokes the old one. Keys made by `hookd workspace create` are not touched.
+      auto hash = tx.quote(crypto::sha256_hex(key));
+      const char* configured = out.generated_api_key ? "false" : "true";
+      if (!out.generated_api_key)
+        tx.exec0("delete from api_keys where is_bootstrap and key_hash <> " + hash);
+      tx.exec0("insert into api_keys(key_hash, workspace_id, is_bootstrap) values (" + hash +
+               ", " + tx.quote(bootstrap_workspace_id) + ", " + configured +
                ") on conflict (key_hash) do nothing");
+    }
     auto r = tx.exec1("select secret_sealed from workspaces where id = " +
                       tx.quote(bootstrap_workspace_id));
     tx.commit();

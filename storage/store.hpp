@@ -35,8 +35,8 @@ public:
   // Workspaces (blocking: used at start-up and by the command line).
   workspace create_workspace(const std::string& name, const std::string& api_key,
                              const std::string& secret);
-  // Makes sure the bootstrap workspace exists and accepts api_key (when given) and uses
-  // secret (when given). Returns the generated key and secret when it created the
+  // Makes sure the bootstrap workspace exists and accepts api_key (when given; it replaces
+  // the previously configured key) and uses secret (when given). Returns the generated key and secret when it created the
   // workspace without being given a key, so the caller can print them once.
   struct bootstrap_result {
     workspace ws;

@@ -10,6 +10,7 @@ create table workspaces (
 create table api_keys (
   key_hash text primary key,            -- sha256 hex of the key; the key itself is never stored
   workspace_id text not null references workspaces(id) on delete cascade,
+  is_bootstrap boolean not null default false,  -- the key from HOOKD_API_KEY, replaced when it changes
   created_at timestamptz not null default now()
 );
 create index api_keys_workspace on api_keys(workspace_id);

@@ -8,18 +8,24 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { UnifiedTo } from '@unified-api/typescript-sdk';
 import { SDKValidationError, ResponseValidationError } from '@unified-api/typescript-sdk/sdk/models/errors';
-import { startDaemon, startStub, testDatabaseUrl, uniqueName } from '../e2e/daemon.mjs';
+import { createWorkspace, hookdEnvOf, makeRequest, startDaemon, startStub, testDatabaseUrl, uniqueName } from '../e2e/daemon.mjs';
 
 testDatabaseUrl();
 
 let d;
 let stub;
 let sdk;
+let apiKey;
+let raw; // plain HTTP with the same key, for clean-up
 
 before(async () => {
   stub = await startStub();
   d = await startDaemon();
-  sdk = new UnifiedTo({ security: { jwt: d.apiKey }, serverURL: d.url });
+  // A workspace of its own (the bootstrap workspace is shared by every daemon on the database).
+  const ws = await createWorkspace(uniqueName('sdk-compat'), hookdEnvOf(d));
+  apiKey = ws.apiKey;
+  raw = makeRequest(d.url, apiKey, d);
+  sdk = new UnifiedTo({ security: { jwt: apiKey }, serverURL: d.url });
 });
 
 after(async () => {
@@ -280,29 +286,41 @@ describe('official SDK against hookd', () => {
     assert.deepEqual(left, []);
   });
 
-  test('connection auth with date and number fields still passes SDK validation', async () => {
-    // Unified's auth has typed fields (expiry_date: ISO date-time, expires_in: number, emails: array).
-    // Redaction must keep the response valid for the SDK (e.g. not "********" for a date-time).
-    const c = await call('createUnifiedConnection(typed auth)', () =>
-      sdk.unified.createUnifiedConnection({
-        integrationType: 'jsonserver',
-        categories: [],
-        permissions: [],
-        auth: {
-          apiUrl: stub.url,
-          accessToken: uniqueName('tok'),
-          expiryDate: new Date(Date.now() + 3600_000),
-          expiresIn: 3600,
-          emails: ['someone@example.test'],
-        },
-      }),
-    );
-    await call('getUnifiedConnection(typed auth)', () => sdk.unified.getUnifiedConnection({ id: c.id }));
-    await call('removeUnifiedConnection(typed auth)', () => sdk.unified.removeUnifiedConnection({ id: c.id }));
-  });
-
   test('the secret token never came back through the SDK', async () => {
     const list = await call('listUnifiedConnections', () => sdk.unified.listUnifiedConnections({}));
     assert.ok(!JSON.stringify(list).includes(token));
+  });
+
+  test('the bootstrap HOOKD_API_KEY works with the SDK too', async () => {
+    const boot = new UnifiedTo({ security: { jwt: d.apiKey }, serverURL: d.url });
+    await call('listUnifiedWebhooks(bootstrap key)', () => boot.unified.listUnifiedWebhooks({ limit: 1 }));
+  });
+
+  test('connection auth with date and number fields still passes SDK validation', async () => {
+    // Unified's auth has typed fields (expiry_date: ISO date-time, expires_in: number, emails: array).
+    // Redaction must keep the response valid for the SDK (e.g. not "********" for a date-time).
+    const typedXref = uniqueName('sdk-typed');
+    try {
+      const c = await call('createUnifiedConnection(typed auth)', () =>
+        sdk.unified.createUnifiedConnection({
+          integrationType: 'jsonserver',
+          categories: [],
+          permissions: [],
+          externalXref: typedXref,
+          auth: {
+            apiUrl: stub.url,
+            accessToken: uniqueName('tok'),
+            expiryDate: new Date(Date.now() + 3600_000),
+            expiresIn: 3600,
+            emails: ['someone@example.test'],
+          },
+        }),
+      );
+      await call('getUnifiedConnection(typed auth)', () => sdk.unified.getUnifiedConnection({ id: c.id }));
+    } finally {
+      // Clean up with plain HTTP: a response the SDK rejects would otherwise stay in the workspace.
+      const l = await raw('GET', `/unified/connection?external_xref=${encodeURIComponent(typedXref)}`);
+      for (const c of l.json || []) await raw('DELETE', `/unified/connection/${c.id}`);
+    }
   });
 });

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import {
   ISO_MS_Z,
   createWorkspace,
+  deleteCreatedConnections,
   hookdEnvOf,
   makeRequest,
   randomToken,
@@ -26,6 +27,12 @@ let d;
 /** @type {ReturnType<typeof makeRequest>} */
 let req;
 let stub;
+// The workspace this file works in. The daemon's bootstrap workspace is shared by every
+// HOOKD_API_KEY given to any daemon on the database (see the isolation test below), so this file
+// makes its own workspace with `hookd workspace create` to stay exact even when other suites use
+// the same database at the same time.
+let ws;
+let KEY;
 
 // Strings that must never appear in any response body (and never in the logs).
 const SECRETS = new Set();
@@ -49,7 +56,9 @@ const SUPPORTED_TYPES = [
 before(async () => {
   stub = await startStub();
   d = await startDaemon({ env: { HOOKD_LOG_FORMAT: 'json' } });
-  req = d.request;
+  ws = await createWorkspace(uniqueName('api-e2e'), hookdEnvOf(d));
+  KEY = ws.apiKey;
+  req = makeRequest(d.url, KEY, d);
 });
 
 after(async () => {
@@ -181,10 +190,6 @@ describe('health endpoints', () => {
     assert.ok(r.json !== null && typeof r.json === 'object', `JSON body expected; got ${show(r)}`);
   });
 
-  test('a fresh API key starts with an empty bootstrap workspace (isolation on a shared database)', async () => {
-    assert.deepEqual(await listAll('connection'), []);
-    assert.deepEqual(await listAll('webhook'), []);
-  });
 });
 
 // ---------------------------------------------------------------- auth
@@ -197,20 +202,31 @@ describe('authentication', () => {
     hook = await createWebhook(conn);
   });
 
+  test('the bootstrap HOOKD_API_KEY authenticates (plain and Bearer)', async () => {
+    const boot = makeRequest(d.url, d.apiKey, d);
+    expectOk(await boot('GET', '/unified/connection'));
+    expectOk(await boot('GET', '/unified/webhook', { auth: `Bearer ${d.apiKey}` }));
+  });
+
+  test('a fresh workspace starts empty', async () => {
+    assert.deepEqual(await listAll('connection'), []);
+    assert.deepEqual(await listAll('webhook'), []);
+  });
+
   test('plain key in authorization is accepted', async () => {
-    expectOk(await req('GET', '/unified/connection', { auth: d.apiKey }));
+    expectOk(await req('GET', '/unified/connection', { auth: KEY }));
   });
 
   test('"Bearer <key>" is accepted', async () => {
-    expectOk(await req('GET', '/unified/connection', { auth: `Bearer ${d.apiKey}` }));
+    expectOk(await req('GET', '/unified/connection', { auth: `Bearer ${KEY}` }));
   });
 
   test('"bearer <key>" (lowercase) is accepted', async () => {
-    expectOk(await req('GET', '/unified/webhook', { auth: `bearer ${d.apiKey}` }));
+    expectOk(await req('GET', '/unified/webhook', { auth: `bearer ${KEY}` }));
   });
 
   test('"BeArEr <key>" (mixed case) is accepted', async () => {
-    expectOk(await req('GET', `/unified/webhook/${hook.id}`, { auth: `BeArEr ${d.apiKey}` }));
+    expectOk(await req('GET', `/unified/webhook/${hook.id}`, { auth: `BeArEr ${KEY}` }));
   });
 
   const routes = () => [
@@ -238,8 +254,9 @@ describe('authentication', () => {
     ['a wrong Bearer key', () => 'Bearer wrong-key-' + randomToken('x')],
     ['"Bearer" with no key', () => 'Bearer'],
     ['Basic credentials', () => 'Basic ' + Buffer.from('user:pass').toString('base64')],
-    ['the key with a suffix', () => `${d.apiKey}x`],
-    ['a prefix of the key', () => d.apiKey.slice(0, -1)],
+    ['the key with a suffix', () => `${KEY}x`],
+    ['a prefix of the key', () => KEY.slice(0, -1)],
+    ["the workspace's secret instead of its key", () => ws.workspaceSecret],
   ]) {
     test(`${label} -> 401 unauthorized on every API route, nothing written`, async () => {
       const a = auth();
@@ -817,7 +834,6 @@ describe('webhooks', () => {
       ['page_max_limit a string', () => ({ body: body({ page_max_limit: '10' }) }), 400, 'invalid_field', 'page_max_limit'],
       ['filters not an object', () => ({ body: body({ filters: 'name=Ada' }) }), 400, 'invalid_field', 'filters'],
       ['filters an array', () => ({ body: body({ filters: ['a'] }) }), 400, 'invalid_field', 'filters'],
-      ['filters with a non-string value', () => ({ body: body({ filters: { age: 3 } }) }), 400, 'invalid_field', 'filters'],
       ['fields not a string', () => ({ body: body({ fields: ['id', 'name'] }) }), 400, 'invalid_field', 'fields'],
       ['is_paused not a boolean', () => ({ body: body({ is_paused: 'true' }) }), 400, 'invalid_field', 'is_paused'],
       ['is_beta not a boolean', () => ({ body: body({ is_beta: 1 }) }), 400, 'invalid_field', 'is_beta'],
@@ -851,6 +867,15 @@ describe('webhooks', () => {
       for (const v of ['virtual', 'native']) assert.ok(e.message.includes(v), `webhook_type message lists ${v}: ${e.message}`);
       e = await rejected('POST', '/unified/webhook', { body: { ...without('hook_url'), db_type: 'mysql', db_url: 'mysql://u:p@127.0.0.1/x' } }, 400, 'invalid_field', 'db_type');
       for (const v of ['postgres', 'supabase']) assert.ok(e.message.includes(v), `db_type message lists ${v}: ${e.message}`);
+    });
+
+    test('filters with a non-string value -> 400 invalid_field (field filters or filters.<key>)', async () => {
+      const before = await snapshot();
+      const r = await req('POST', '/unified/webhook', { body: body({ filters: { age: 3 } }) });
+      const e = expectError(r, 400, 'invalid_field');
+      assert.ok(e.field === 'filters' || e.field === 'filters.age', `field: ${e.field}`);
+      assert.ok(e.message.includes('filters'), e.message);
+      await assertNothingWritten(before);
     });
 
     test('include_all=maybe -> 400 invalid_query include_all', async () => {
@@ -1248,9 +1273,31 @@ describe('workspace isolation', () => {
     hook1 = await createWebhook(conn1);
   });
 
+  test('two daemons with different fresh HOOKD_API_KEYs on one database are isolated workspaces', async (t) => {
+    const other = await startDaemon();
+    t.after(() => other.stop());
+    const boot = makeRequest(d.url, d.apiKey, d);
+    const created = await boot('POST', '/unified/connection', {
+      body: { integration_type: 'jsonserver', integration_name: 'bootstrap-isolation', auth: { api_url: stub.url } },
+    });
+    expectOk(created);
+    const mine = created.json;
+    const theirs = await other.request('GET', '/unified/connection?limit=1000');
+    expectOk(theirs);
+    const leaked = theirs.json.filter((c) => c.id === mine.id);
+    assert.deepEqual(
+      leaked.map((c) => c.workspace_id),
+      [],
+      `a daemon started with another fresh HOOKD_API_KEY sees this daemon's connection (workspace ${mine.workspace_id}): ` +
+        'bootstrap keys are not isolated from each other',
+    );
+    expectError(await other.request('GET', `/unified/connection/${mine.id}`), 404, 'not_found');
+  });
+
   test('workspace create printed workspace_id, api_key, workspace_secret', () => {
     assert.ok(ws2.workspaceId && ws2.apiKey && ws2.workspaceSecret);
-    assert.notEqual(ws2.apiKey, d.apiKey);
+    assert.notEqual(ws2.apiKey, KEY);
+    assert.notEqual(ws2.workspaceId, ws.workspaceId);
   });
 
   test('the new workspace key works and starts empty', async () => {
@@ -1335,8 +1382,9 @@ describe('secrets and logs', () => {
     assert.ok(SECRETS.size > 5);
     for (const { method, path, text } of responseLog) {
       for (const s of SECRETS) assert.ok(!text.includes(s), `${method} ${path} returned secret ${s}`);
-      assert.ok(!text.includes(d.apiKey), `${method} ${path} returned the API key`);
-      assert.ok(!text.includes(d.workspaceSecret), `${method} ${path} returned the workspace secret`);
+      for (const k of [d.apiKey, d.workspaceSecret, KEY, ws.workspaceSecret]) {
+        assert.ok(!text.includes(k), `${method} ${path} returned an API key or workspace secret`);
+      }
     }
   });
 
@@ -1390,10 +1438,17 @@ describe('secrets and logs', () => {
 
   test('the logs contain no API key, workspace secret, encryption key or connection secret', () => {
     const logs = d.logs();
-    assert.ok(!logs.includes(d.apiKey), 'API key in logs');
-    assert.ok(!logs.includes(d.workspaceSecret), 'workspace secret in logs');
+    assert.ok(!logs.includes(d.apiKey), 'bootstrap API key in logs');
+    assert.ok(!logs.includes(d.workspaceSecret), 'bootstrap workspace secret in logs');
+    assert.ok(!logs.includes(KEY), 'workspace API key in logs');
+    assert.ok(!logs.includes(ws.workspaceSecret), 'workspace secret in logs');
     assert.ok(!logs.includes(d.encryptionKey), 'encryption key in logs');
     for (const s of SECRETS) assert.ok(!logs.includes(s), `secret ${s} in logs`);
+  });
+
+  test('cleanup: deleting every connection this file created (and so their webhooks)', async () => {
+    const n = await deleteCreatedConnections();
+    assert.ok(n > 10, `deleted ${n} connections`);
   });
 
   test('SIGTERM stops the daemon with exit code 0', async () => {

@@ -4,6 +4,7 @@ import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import {
+  deleteCreatedConnections,
   makeTempDir,
   removeDir,
   runHookd,
@@ -116,6 +117,7 @@ describe('configuration is applied', () => {
   let stub;
   const daemons = [];
   after(async () => {
+    await deleteCreatedConnections();
     for (const dd of daemons) await dd.stop();
     await stub?.close();
   });
@@ -142,6 +144,7 @@ describe('configuration is applied', () => {
     assert.equal(r1.json?.error?.field, 'interval');
     const r2 = await hook(2);
     assert.equal(r2.status, 200, r2.text);
+    await deleteCreatedConnections();
     await d.stop();
   });
 
@@ -154,6 +157,7 @@ describe('configuration is applied', () => {
     const bad = await hook(0.25);
     assert.equal(bad.status, 400, bad.text);
     assert.equal(bad.json?.error?.field, 'interval');
+    await deleteCreatedConnections();
     await d.stop();
   });
 
@@ -183,6 +187,7 @@ describe('configuration is applied', () => {
     assert.match(line, /404/);
     assert.ok(!d.logs().includes(d.apiKey), 'API key in logs');
 
+    await deleteCreatedConnections();
     const stopped = await d.stop();
     assert.equal(stopped.code, 0, `exit code after SIGTERM: ${JSON.stringify(stopped)}`);
   });

@@ -257,6 +257,25 @@ export async function startDaemon(options = {}) {
 /** Every response body seen by any request helper, for "no secret ever came back" checks. */
 export const responseLog = [];
 
+// Connections created through a request helper, so a suite can remove what it made (deleting a
+// connection deletes its webhooks): the test database is shared and reused across runs.
+const createdConnections = [];
+
+/** Deletes every connection created through any request helper so far (errors ignored). */
+export async function deleteCreatedConnections() {
+  const all = createdConnections.splice(0);
+  let deleted = 0;
+  for (const { request, id } of all) {
+    try {
+      const r = await request('DELETE', `/unified/connection/${id}`);
+      if (r.status === 200) deleted++;
+    } catch {
+      /* that daemon is gone */
+    }
+  }
+  return deleted;
+}
+
 /**
  * makeRequest(baseUrl, apiKey) -> request(method, path, {body, headers, rawBody, auth})
  *  - body: a value sent as JSON (content-type application/json)
@@ -315,6 +334,9 @@ export function makeRequest(baseUrl, apiKey, daemon = null) {
       }
     }
     responseLog.push({ method, path: p, status: res.status, text, headers: Object.fromEntries(res.headers) });
+    if (method === 'POST' && res.status === 200 && json?.id && /^\/unified\/connection(\?|$)/.test(p)) {
+      createdConnections.push({ request, id: json.id });
+    }
     return { status: res.status, headers: res.headers, text, json };
   };
 }

@@ -39,6 +39,16 @@ function readPidFile() {
   return readFileSync(pidFile, 'utf8').split('\n');
 }
 
+/** Waits up to timeoutMs for a process to be gone; true when it is. */
+async function gone(pid, timeoutMs = 5000) {
+  const deadline = Date.now() + timeoutMs;
+  while (alive(pid)) {
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return true;
+}
+
 function alive(pid) {
   try {
     process.kill(pid, 0);
@@ -143,7 +153,7 @@ describe('embedded PostgreSQL', () => {
     const r = await first.stop('SIGTERM');
     assert.equal(r.killedAfterTimeout, undefined, 'hookd did not exit within 30 s of SIGTERM');
     assert.equal(r.code, 0, `exit code after SIGTERM: ${JSON.stringify(r)}\n--- output ---\n${first.logs().slice(-3000)}`);
-    if (postmasterPid) assert.ok(!alive(postmasterPid), `postmaster ${postmasterPid} still running after hookd exited`);
+    if (postmasterPid) assert.ok(await gone(postmasterPid), `postmaster ${postmasterPid} still running 5 s after hookd exited`);
     const status = asPostgres(pgBin('pg_ctl'), ['status', '-D', pgDir]);
     assert.ok(
       !existsSync(pidFile) || /no server running/i.test(status.stdout + status.stderr),
@@ -191,6 +201,8 @@ describe('embedded PostgreSQL', () => {
     const pid = Number(readPidFile()[0]);
     const r = await second.stop('SIGTERM');
     assert.equal(r.code, 0, JSON.stringify(r));
-    assert.ok(!alive(pid), 'cluster stopped after the second run');
+    assert.ok(await gone(pid), 'cluster stopped after the second run');
+    const status = asPostgres(pgBin('pg_ctl'), ['status', '-D', pgDir]);
+    assert.notEqual(status.code, 0, `pg_ctl status must not report a running server: ${status.stdout}`);
   });
 });

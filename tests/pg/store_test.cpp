@@ -82,6 +82,12 @@ TEST_CASE_FIXTURE(store_fixture, "bootstrap creates the default workspace once")
   auto configured = store.bootstrap_workspace("configured-key", "configured-secret");
   CHECK_FALSE(configured.generated_api_key);
   CHECK(test::await(store.find_workspace_by_key("configured-key"))->secret == "configured-secret");
+  // A new configured key replaces the old configured one; other keys stay.
+  store.bootstrap_workspace("rotated-key", "");
+  CHECK(test::await(store.find_workspace_by_key("rotated-key")));
+  CHECK_FALSE(test::await(store.find_workspace_by_key("configured-key")));
+  CHECK(test::await(store.find_workspace_by_key(*first.generated_api_key)));
+  CHECK(test::await(store.find_workspace_by_key("key-one")));
 }
 
 TEST_CASE_FIXTURE(store_fixture, "connections round-trip with auth sealed at rest") {
