@@ -68,7 +68,8 @@ crypto::cipher load_cipher(const config& cfg) {
   return crypto::cipher(*key);
 }
 
-std::filesystem::path integrations_dir() {
+std::filesystem::path integrations_dir(const config& cfg) {
+  if (!cfg.integrations_dir.empty()) return cfg.integrations_dir;
   std::error_code ec;
   auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
   std::vector<std::filesystem::path> candidates;
@@ -132,7 +133,7 @@ void log_request(const net::request_log_entry& e) {
 
 int run_serve(const config& cfg) {
   setup_logging(cfg.log_format == "json" ? log_format::json : log_format::text, cfg.log_level);
-  auto registry = sources::integration_registry::load(integrations_dir());
+  auto registry = sources::integration_registry::load(integrations_dir(cfg));
   spdlog::info("loaded {} integration definitions", registry.all().size());
   auto cipher = load_cipher(cfg);
   auto db = open_database(cfg);
@@ -157,8 +158,8 @@ int run_serve(const config& cfg) {
       log_request);
   server.start();
   auto ep = server.local_endpoint();
-  std::string host = ep.address().is_v6() ? "[" + ep.address().to_string() + "]"
-                                          : ep.address().to_string();
+  auto address = ep.address().to_string();
+  auto host = ep.address().is_v6() ? fmt::format("[{}]", address) : address;
   std::cout << "hookd listening on http://" << host << ":" << ep.port() << std::endl;
   spdlog::info("listening on http://{}:{}", host, ep.port());
 

@@ -352,6 +352,7 @@ const std::vector<key_spec>& key_specs() {
       {"request_timeout_seconds", false,
        [](config& c, v x) { c.request_timeout_seconds = positive_integer(x); }},
       {"postgres_bin_dir", false, [](config& c, v x) { c.postgres_bin_dir = string_value(x); }},
+      {"integrations_dir", false, [](config& c, v x) { c.integrations_dir = string_value(x); }},
   };
   return specs;
 }

@@ -15,7 +15,7 @@
 int main(int argc, char** argv) {
   CLI::App app{"hookd: virtual webhooks for APIs that have none"};
   std::string config_file;
-  app.add_option("-c,--config", config_file, "YAML configuration file");
+  app.add_option("-c,--config", config_file, "YAML configuration file")->envname("HOOKD_CONFIG");
   app.require_subcommand(0, 1);
   app.fallthrough();
 

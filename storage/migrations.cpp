@@ -47,8 +47,8 @@ int apply_pending(pqxx::connection& c) {
     if (m.version <= current) continue;
     pqxx::work tx(c);
     tx.exec0(std::string(m.sql));
-    tx.exec0("insert into hookd_schema_migrations(version, name) values (" +
-             std::to_string(m.version) + ", " + tx.quote(std::string(m.name)) + ")");
+    tx.exec0(fmt::format("insert into hookd_schema_migrations(version, name) values ({}, '{}')",
+                         m.version, tx.esc(std::string(m.name))));
     tx.commit();
     spdlog::info("applied database migration {} ({})", m.version, m.name);
     ++applied;

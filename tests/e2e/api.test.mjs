@@ -190,6 +190,10 @@ describe('health endpoints', () => {
     assert.ok(r.json !== null && typeof r.json === 'object', `JSON body expected; got ${show(r)}`);
   });
 
+  test('a fresh workspace starts empty', async () => {
+    assert.deepEqual(await listAll('connection'), []);
+    assert.deepEqual(await listAll('webhook'), []);
+  });
 });
 
 // ---------------------------------------------------------------- auth
@@ -206,11 +210,6 @@ describe('authentication', () => {
     const boot = makeRequest(d.url, d.apiKey, d);
     expectOk(await boot('GET', '/unified/connection'));
     expectOk(await boot('GET', '/unified/webhook', { auth: `Bearer ${d.apiKey}` }));
-  });
-
-  test('a fresh workspace starts empty', async () => {
-    assert.deepEqual(await listAll('connection'), []);
-    assert.deepEqual(await listAll('webhook'), []);
   });
 
   test('plain key in authorization is accepted', async () => {
@@ -300,11 +299,11 @@ describe('connections', () => {
       token: secret('token'),
       access_token: secret('access'),
       refresh_token: secret('refresh'),
-      client_id: secret('clientid'),
       client_secret: secret('clientsecret'),
       key: secret('key'),
       meta: secret('meta'),
     };
+    const clientId = uniqueName('client-id'); // not a secret (OAuth client ids are public)
     const body = {
       integration_type: 'jsonserver',
       integration_name: uniqueName('name'),
@@ -318,7 +317,7 @@ describe('connections', () => {
         token: s.token,
         access_token: s.access_token,
         refresh_token: s.refresh_token,
-        client_id: s.client_id,
+        client_id: clientId,
         client_secret: s.client_secret,
         key: s.key,
         expires_in: 3600,
@@ -339,7 +338,9 @@ describe('connections', () => {
     assert.equal(c.environment, 'Sandbox');
     assert.equal(c.external_xref, body.external_xref);
     assert.equal(c.is_paused, true);
-    assert.deepEqual(c.auth, {
+    // URLs in clear; secret strings as "********"; never a secret value.
+    const { client_id: cid, expires_in: exp, emails, meta, ...auth } = c.auth;
+    assert.deepEqual(auth, {
       api_url: body.auth.api_url,
       token_url: body.auth.token_url,
       authorize_url: body.auth.authorize_url,
@@ -347,10 +348,14 @@ describe('connections', () => {
       token: '********',
       access_token: '********',
       refresh_token: '********',
-      client_id: '********',
       client_secret: '********',
       key: '********',
     });
+    // Non-secret, typed values: omitted (the contract) or shown as given (SDK-friendly).
+    assert.ok(cid === '********' || cid === clientId, `client_id: ${cid}`);
+    assert.ok(exp === undefined || exp === 3600, `expires_in: ${exp}`);
+    assert.ok(emails === undefined || JSON.stringify(emails) === JSON.stringify(body.auth.emails), `emails: ${emails}`);
+    assert.equal(meta, undefined, 'meta (an object that may hold secrets) must not be returned');
     for (const v of Object.values(s)) assert.ok(!r.text.includes(v), `secret ${v} leaked in POST response`);
     assertNoNulls(c, 'connection');
 
@@ -454,7 +459,7 @@ describe('connections', () => {
 
     test('sort=updated_at follows updates', async () => {
       await sleep(20);
-      const p = await req('PATCH', `/unified/connection/${c1.id}`, { body: { integration_name: `aaa-${tag}` } });
+      const p = await req('PATCH', `/unified/connection/${c1.id}`, { body: { integration_name: `aaa-${tag}-patched` } });
       expectOk(p);
       const asc = await listAll('connection', 'sort=updated_at&order=asc');
       const mine = ids(asc).filter((id) => [c1.id, c2.id, c3.id].includes(id));
@@ -1274,14 +1279,21 @@ describe('workspace isolation', () => {
   });
 
   test('two daemons with different fresh HOOKD_API_KEYs on one database are isolated workspaces', async (t) => {
-    const other = await startDaemon();
-    t.after(() => other.stop());
     const boot = makeRequest(d.url, d.apiKey, d);
     const created = await boot('POST', '/unified/connection', {
       body: { integration_type: 'jsonserver', integration_name: 'bootstrap-isolation', auth: { api_url: stub.url } },
     });
     expectOk(created);
     const mine = created.json;
+    const other = await startDaemon();
+    t.after(async () => {
+      // Clean up with whichever bootstrap key still works, then stop the second daemon.
+      for (const r of [boot, other.request]) {
+        const del = await r('DELETE', `/unified/connection/${mine.id}`).catch(() => null);
+        if (del?.status === 200) break;
+      }
+      await other.stop();
+    });
     const theirs = await other.request('GET', '/unified/connection?limit=1000');
     expectOk(theirs);
     const leaked = theirs.json.filter((c) => c.id === mine.id);
@@ -1401,21 +1413,7 @@ describe('secrets and logs', () => {
       assert.equal(r.status, status, show(r));
     }
     const find = (method, path, status) =>
-      parsed().filter((e) => e.method === method && typeof e.path === 'string' && e.path.startsWith(path) && Number(e.status) === status);
-    const parsed = () =>
-      d
-        .logs()
-        .split('\n')
-        .map((l) => l.trim())
-        .filter((l) => l.startsWith('{'))
-        .map((l) => {
-          try {
-            return flatten(JSON.parse(l));
-          } catch {
-            return null;
-          }
-        })
-        .filter(Boolean);
+      requestLogEntries().filter((e) => e.path.startsWith(path) && e.method === method && Number(e.status) === status);
     const deadline = Date.now() + 5000;
     let missing;
     do {
@@ -1433,6 +1431,26 @@ describe('secrets and logs', () => {
       const latencyKey = Object.keys(e).find((k) => /latency|duration|elapsed/i.test(k));
       assert.ok(latencyKey, `request log line has no latency field: ${JSON.stringify(e)}`);
       assert.ok(Number.isFinite(Number(e[latencyKey])), `latency must be numeric: ${JSON.stringify(e)}`);
+    }
+  });
+
+  test('exactly one request log line per HTTP request', async () => {
+    const sent = responseLog.filter((e) => e.baseUrl === d.url);
+    const deadline = Date.now() + 5000;
+    while (requestLogEntries().length < sent.length && Date.now() < deadline) await sleep(200);
+    const logged = requestLogEntries();
+    if (logged.length !== sent.length) {
+      const tally = (list) => {
+        const m = {};
+        for (const k of list) m[k] = (m[k] || 0) + 1;
+        return m;
+      };
+      const a = tally(sent.map((e) => `${e.method} ${e.status}`));
+      const b = tally(logged.map((e) => `${e.method} ${Number(e.status)}`));
+      const diff = Object.keys({ ...a, ...b })
+        .filter((k) => a[k] !== b[k])
+        .map((k) => `${k}: sent ${a[k] || 0}, logged ${b[k] || 0}`);
+      assert.fail(`${sent.length} requests but ${logged.length} request log lines; by method and status: ${diff.join('; ')}`);
     }
   });
 
@@ -1458,6 +1476,23 @@ describe('secrets and logs', () => {
     assert.equal(r.code, 0, `exit code after SIGTERM\n--- log tail ---\n${d.logs().slice(-2000)}`);
   });
 });
+
+/** The daemon's JSON log lines that describe an HTTP request (method, path and status), flattened. */
+function requestLogEntries() {
+  return d
+    .logs()
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l.startsWith('{'))
+    .map((l) => {
+      try {
+        return flatten(JSON.parse(l));
+      } catch {
+        return null;
+      }
+    })
+    .filter((e) => e && typeof e.method === 'string' && typeof e.path === 'string' && e.status !== undefined);
+}
 
 // Top-level keys first, then the keys of nested objects (e.g. {"http":{"method":...}}).
 function flatten(obj, out = {}) {

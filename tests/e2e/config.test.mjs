@@ -4,7 +4,10 @@ import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import {
+  createWorkspace,
   deleteCreatedConnections,
+  hookdEnvOf,
+  makeRequest,
   makeTempDir,
   removeDir,
   runHookd,
@@ -122,16 +125,20 @@ describe('configuration is applied', () => {
     await stub?.close();
   });
 
+  // Works in a workspace of its own: bootstrap keys of daemons sharing the database are not
+  // independent, and other suites may be running against it at the same time.
   async function setup(d) {
     daemons.push(d);
     stub ??= await startStub();
-    const c = await d.request('POST', '/unified/connection', { body: { integration_type: 'jsonserver', auth: { api_url: stub.url } } });
+    const ws = await createWorkspace(uniqueName('config-e2e'), hookdEnvOf(d));
+    const request = makeRequest(d.url, ws.apiKey, d);
+    const c = await request('POST', '/unified/connection', { body: { integration_type: 'jsonserver', auth: { api_url: stub.url } } });
     assert.equal(c.status, 200, c.text);
     const hook = (interval) =>
-      d.request('POST', '/unified/webhook', {
+      request('POST', '/unified/webhook', {
         body: { connection_id: c.json.id, hook_url: `${stub.url}/hook`, object_type: 'crm_contact', event: 'created', interval },
       });
-    return { conn: c.json, hook };
+    return { conn: c.json, hook, request, ws };
   }
 
   test('min_interval_seconds from the YAML file', async () => {
@@ -163,19 +170,19 @@ describe('configuration is applied', () => {
 
   test('HOOKD_MAX_BODY_BYTES limits request bodies; text request log lines; SIGTERM exits 0', async () => {
     const d = await startDaemon({ env: { HOOKD_MAX_BODY_BYTES: '4096', HOOKD_LOG_FORMAT: 'text' } });
-    await setup(d);
-    const small = await d.request('POST', '/unified/connection', {
+    const { request, ws } = await setup(d);
+    const small = await request('POST', '/unified/connection', {
       body: { integration_type: 'jsonserver', integration_name: 'n'.repeat(1000) },
     });
     assert.equal(small.status, 200, small.text);
-    const big = await d.request('POST', '/unified/connection', {
+    const big = await request('POST', '/unified/connection', {
       body: { integration_type: 'jsonserver', integration_name: 'n'.repeat(8192) },
     });
     assert.equal(big.status, 413, big.text);
     assert.equal(big.json?.error?.code, 'payload_too_large');
 
     const marker = uniqueName('textlog');
-    const r = await d.request('GET', `/unified/webhook/${marker}`);
+    const r = await request('GET', `/unified/webhook/${marker}`);
     assert.equal(r.status, 404);
     let line;
     for (let i = 0; i < 25 && !line; i++) {
@@ -185,7 +192,8 @@ describe('configuration is applied', () => {
     assert.ok(line, `no request log line for GET /unified/webhook/${marker}\n--- logs ---\n${d.logs().slice(-3000)}`);
     assert.match(line, /GET/);
     assert.match(line, /404/);
-    assert.ok(!d.logs().includes(d.apiKey), 'API key in logs');
+    assert.ok(!d.logs().includes(d.apiKey), 'bootstrap API key in logs');
+    assert.ok(!d.logs().includes(ws.apiKey), 'workspace API key in logs');
 
     await deleteCreatedConnections();
     const stopped = await d.stop();

@@ -13,7 +13,8 @@ import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const REPO_ROOT = path.resolve(here, '..', '..');
-export const HOOKD_BIN = process.env.HOOKD_BIN || path.join(REPO_ROOT, 'build', 'hookd');
+export const HOOKD_BIN =
+  process.env.HOOKD_BIN || process.env.HOOKD_BINARY || path.join(REPO_ROOT, 'build', 'hookd');
 
 export const READY_TIMEOUT_MS = 60_000;
 export const STOP_TIMEOUT_MS = 30_000;
@@ -49,7 +50,7 @@ export function testEncryptionKey() {
 /** Fails loudly when the daemon binary has not been built. */
 export function requireBinary() {
   if (!existsSync(HOOKD_BIN)) {
-    throw new Error(`hookd binary not found at ${HOOKD_BIN}: build it first (cmake --build build), or set HOOKD_BIN`);
+    throw new Error(`hookd binary not found at ${HOOKD_BIN}: build it first (cmake --build build), or set HOOKD_BIN / HOOKD_BINARY`);
   }
   return HOOKD_BIN;
 }
@@ -333,7 +334,7 @@ export function makeRequest(baseUrl, apiKey, daemon = null) {
         json = null;
       }
     }
-    responseLog.push({ method, path: p, status: res.status, text, headers: Object.fromEntries(res.headers) });
+    responseLog.push({ baseUrl, method, path: p, status: res.status, text, headers: Object.fromEntries(res.headers) });
     if (method === 'POST' && res.status === 200 && json?.id && /^\/unified\/connection(\?|$)/.test(p)) {
       createdConnections.push({ request, id: json.id });
     }
