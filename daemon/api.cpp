@@ -215,9 +215,20 @@ net::response api::integrations(context& ctx) const {
   w.begin_array();
   for (const auto& [type, i] : integrations_.all()) {
     w.begin_object().field("type", i.type).field("name", i.name).field("categories", i.categories);
-    w.key("objects").begin_array();
-    for (const auto& [object_type, _] : i.objects) w.value(object_type);
-    w.end_array().end_object();
+    // Per object type, the webhook features the definition supports.
+    w.key("objects").begin_object();
+    for (const auto& [object_type, o] : i.objects) {
+      std::vector<std::string> filters;
+      for (const auto& [key, _] : o.filters) filters.push_back(key);
+      w.key(object_type).begin_object();
+      w.field("incremental", o.incremental.has_value());
+      w.field("tombstones", o.tombstones.has_value());
+      w.field("deletes", true);  // from tombstones, or from complete scans
+      w.field("filters", filters);
+      w.field("native", false);
+      w.end_object();
+    }
+    w.end_object().end_object();
   }
   w.end_array();
   return json_response(200, w.take());

@@ -353,6 +353,9 @@ const std::vector<key_spec>& key_specs() {
        [](config& c, v x) { c.request_timeout_seconds = positive_integer(x); }},
       {"postgres_bin_dir", false, [](config& c, v x) { c.postgres_bin_dir = string_value(x); }},
       {"integrations_dir", false, [](config& c, v x) { c.integrations_dir = string_value(x); }},
+      {"ca_file", false, [](config& c, v x) { c.ca_file = string_value(x); }},
+      {"source_timeout_seconds", false,
+       [](config& c, v x) { c.source_timeout_seconds = integer_between(x, 1, 3600); }},
   };
   return specs;
 }

@@ -35,6 +35,8 @@ struct config {
   std::size_t max_body_bytes = 1024 * 1024;   // request bodies over this get 413
   int request_timeout_seconds = 30;           // per inbound HTTP request
   std::string postgres_bin_dir;               // embedded PostgreSQL binaries; default: newest /usr/lib/postgresql/*/bin
+  std::string ca_file;                        // extra trusted CA certificates (PEM) for outbound TLS
+  int source_timeout_seconds = 30;            // per request to a source
   std::string integrations_dir;               // integration definitions; default: next to the binary, else /usr/share/hookd/integrations
 };
 

@@ -26,6 +26,16 @@ int main(int argc, char** argv) {
   std::string workspace_name;
   auto* workspace_create = workspace->add_subcommand("create", "create a workspace; prints its API key and secret");
   workspace_create->add_option("--name", workspace_name, "workspace name")->required();
+  auto* source = app.add_subcommand("source", "operate on sources");
+  source->require_subcommand(1);
+  hookd::source_poll_args poll_args;
+  auto* source_poll = source->add_subcommand(
+      "poll", "run one scan of a connection's object type; records as JSON lines on stdout");
+  source_poll->add_option("--connection", poll_args.connection_id, "connection id")->required();
+  source_poll->add_option("--object", poll_args.object_type, "Unified object type, e.g. crm_contact")
+      ->required();
+  source_poll->add_option("--since", poll_args.since, "only records changed since (ISO-8601)");
+  source_poll->add_option("--filter", poll_args.filters, "key=value filter (repeatable)");
   auto* version = app.add_subcommand("version", "print the version");
   (void)serve;
 
@@ -49,6 +59,7 @@ int main(int argc, char** argv) {
   try {
     if (migrate->parsed()) return hookd::run_migrate(cfg);
     if (workspace_create->parsed()) return hookd::run_workspace_create(cfg, workspace_name);
+    if (source_poll->parsed()) return hookd::run_source_poll(cfg, poll_args);
     return hookd::run_serve(cfg);
   } catch (const hookd::sources::definition_error& e) {
     std::cerr << "hookd: " << e.what() << "\n";

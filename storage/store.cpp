@@ -320,6 +320,49 @@ awaitable<bool> store::delete_connection(std::string workspace_id, std::string i
   co_return co_await db_.run(std::move(job));
 }
 
+awaitable<std::optional<connection>> store::get_connection_by_id(std::string id) {
+  auto job = [&, id](pqxx::connection& conn) -> std::optional<connection> {
+    pqxx::read_transaction tx(conn);
+    auto r = tx.exec("select " + connection_columns + " from connections where id = " + tx.quote(id));
+    if (r.empty()) return std::nullopt;
+    return connection_from_row(r[0], cipher_);
+  };
+  co_return co_await db_.run(std::move(job));
+}
+
+awaitable<void> store::mark_connection_healthy(std::string id) {
+  auto now = clock_.now();
+  auto job = [id, now](pqxx::connection& conn) {
+    pqxx::work tx(conn);
+    tx.exec0("update connections set last_healthy_at = " + ts_param(tx, now) +
+             " where id = " + tx.quote(id));
+    tx.commit();
+  };
+  co_await db_.run(std::move(job));
+}
+
+awaitable<void> store::mark_connection_unhealthy(std::string id, unsigned status) {
+  auto now = clock_.now();
+  auto job = [id, now, status](pqxx::connection& conn) {
+    pqxx::work tx(conn);
+    tx.exec0("update connections set last_unhealthy_at = " + ts_param(tx, now) +
+             ", last_unhealthy_code = " + tx.quote(std::to_string(status)) +
+             " where id = " + tx.quote(id));
+    tx.commit();
+  };
+  co_await db_.run(std::move(job));
+}
+
+awaitable<void> store::save_connection_auth(std::string id, std::string auth_json) {
+  auto sealed = cipher_.seal(auth_json);
+  auto job = [id, sealed](pqxx::connection& conn) {
+    pqxx::work tx(conn);
+    tx.exec0("update connections set auth_sealed = " + tx.quote(sealed) + " where id = " + tx.quote(id));
+    tx.commit();
+  };
+  co_await db_.run(std::move(job));
+}
+
 namespace {
 std::string webhook_values_sql(pqxx::transaction_base& tx, const webhook& h,
                                const std::string& db_url_sealed) {

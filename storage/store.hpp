@@ -53,6 +53,13 @@ public:
   awaitable<std::vector<connection>> list_connections(std::string workspace_id, list_query q);
   awaitable<std::optional<connection>> update_connection(connection c);
   awaitable<bool> delete_connection(std::string workspace_id, std::string id);
+  // For operator tools and the poller, which act on a connection of any workspace.
+  awaitable<std::optional<connection>> get_connection_by_id(std::string id);
+  // Source health: a successful read, or a 401/403 (last_unhealthy_code).
+  awaitable<void> mark_connection_healthy(std::string id);
+  awaitable<void> mark_connection_unhealthy(std::string id, unsigned status);
+  // Replaces the sealed auth (refreshed OAuth2 tokens).
+  awaitable<void> save_connection_auth(std::string id, std::string auth_json);
 
   // Webhooks. create/update return nullopt when the connection is not in the workspace.
   awaitable<std::optional<webhook>> create_webhook(webhook h, bool include_all);

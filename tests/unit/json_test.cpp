@@ -29,9 +29,9 @@ TEST_CASE("document parse reports malformed JSON") {
 }
 
 TEST_CASE("a webhook encodes every field the SDK requires and never db_url") {
-  webhook h;
+  webhook h{};
   h.id = "w1";
-  h.connection_id = "c1";
+  h.connection_id = "conn-1";
   h.object_type = "crm_contact";
   h.event = "created";
   h.hook_url = "https://example.com/hook";
@@ -41,7 +41,7 @@ TEST_CASE("a webhook encodes every field the SDK requires and never db_url") {
   h.updated_at = h.created_at;
   h.filters = {{"k", "v"}};
   auto text = to_json(h);
-  CHECK(text.find(R"("connection_id":"c1")") != std::string::npos);
+  CHECK(text.find(R"("connection_id":"conn-1")") != std::string::npos);
   CHECK(text.find(R"("object_type":"crm_contact")") != std::string::npos);
   CHECK(text.find(R"("event":"created")") != std::string::npos);
   CHECK(text.find(R"("created_at":"2023-11-14T22:13:20.123Z")") != std::string::npos);
