@@ -236,7 +236,8 @@ net::response api::integrations(context& ctx) const {
 
 // ---- webhooks ----
 
-awaitable<std::optional<api_error>> api::check_webhook_target(context& ctx, const webhook& h) {
+awaitable<std::optional<api_error>> api::check_webhook_target(
+    context& ctx, const webhook& h, std::map<std::string, std::string>& pushed) {
   auto conn = co_await store_.get_connection(ctx.ws.id, h.connection_id);
   if (!conn)
     co_return invalid_field("connection_id",
@@ -255,17 +256,22 @@ awaitable<std::optional<api_error>> api::check_webhook_target(context& ctx, cons
                                         "supported: {}",
                                         integration->type, h.object_type, supported));
   }
+  // Filters the source can apply itself are pushed down (and select the feed).
+  const auto* object = integration->object(h.object_type);
+  for (const auto& [key, value] : h.filters)
+    if (object->filters.contains(key)) pushed.emplace(key, value);
   co_return std::nullopt;
 }
 
 awaitable<net::response> api::save_webhook(context& ctx, webhook h, bool is_new,
                                            bool include_all) {
   if (auto e = validate_webhook(h, options_.limits)) co_return error_response(*e);
-  if (auto e = co_await check_webhook_target(ctx, h)) co_return error_response(*e);
+  std::map<std::string, std::string> pushed;
+  if (auto e = co_await check_webhook_target(ctx, h, pushed)) co_return error_response(*e);
   // Two statements, not a conditional expression: g++ 12 miscompiles co_await inside ?:.
   std::optional<webhook> saved;
-  if (is_new) saved = co_await store_.create_webhook(h, include_all);
-  else saved = co_await store_.update_webhook(h);
+  if (is_new) saved = co_await store_.create_webhook(h, include_all, pushed);
+  else saved = co_await store_.update_webhook(h, pushed);
   if (!saved) {
     // The connection disappeared between the check and the write (or the webhook did).
     if (!is_new && !(co_await store_.get_webhook(ctx.ws.id, h.id)))
@@ -330,6 +336,7 @@ awaitable<net::response> api::trigger(context& ctx, const std::string& id) {
     co_return error_response(method_not_allowed(ctx.req, "PUT, PATCH"));
   if (!co_await store_.trigger_webhook(ctx.ws.id, id))
     co_return error_response(not_found("webhook", id));
+  if (on_trigger_) on_trigger_();
   co_return empty_ok();
 }
 

@@ -22,6 +22,9 @@ public:
       api_options options);
 
   boost::asio::awaitable<net::response> handle(net::request req);
+  // Called after a trigger made a webhook due (wakes this instance's scheduler at once;
+  // other instances hear the NOTIFY).
+  void on_trigger(std::function<void()> f) { on_trigger_ = std::move(f); }
 
 private:
   struct context;
@@ -34,8 +37,8 @@ private:
   boost::asio::awaitable<net::response> readyz();
   net::response integrations(context& ctx) const;
 
-  boost::asio::awaitable<std::optional<api_error>> check_webhook_target(context& ctx,
-                                                                        const webhook& h);
+  boost::asio::awaitable<std::optional<api_error>> check_webhook_target(
+      context& ctx, const webhook& h, std::map<std::string, std::string>& pushed);
   std::optional<api_error> resolve_integration(connection& c) const;
   boost::asio::awaitable<net::response> save_webhook(context& ctx, webhook h, bool is_new,
                                                      bool include_all);
@@ -43,6 +46,7 @@ private:
   storage::store& store_;
   const sources::integration_registry& integrations_;
   api_options options_;
+  std::function<void()> on_trigger_;
 };
 
 }  // namespace hookd

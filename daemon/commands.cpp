@@ -18,9 +18,11 @@
 #include "daemon/api.hpp"
 #include "daemon/connection_health.hpp"
 #include "daemon/embedded_postgres.hpp"
-#include "daemon/logging.hpp"
+#include "core/logging.hpp"
 #include "net/http_client.hpp"
+#include "scheduler/scheduler.hpp"
 #include "sources/poller.hpp"
+#include "storage/feed_store.hpp"
 #include "storage/migrations.hpp"
 
 namespace hookd {
@@ -95,8 +97,11 @@ void print_bootstrap(const storage::store::bootstrap_result& b) {
   std::cout << std::flush;
 }
 
+net::client_options client_options_for(const config& cfg);
+
 asio::awaitable<void> drain_and_stop(asio::io_context& ioc, net::http_server& server,
-                                     std::chrono::seconds deadline) {
+                                     scheduler::scheduler& sched, std::chrono::seconds deadline) {
+  co_await sched.stop(deadline);
   asio::steady_timer timer(ioc);
   auto until = std::chrono::steady_clock::now() + deadline;
   while (server.in_flight() > 0 && std::chrono::steady_clock::now() < until) {
@@ -104,6 +109,41 @@ asio::awaitable<void> drain_and_stop(asio::io_context& ioc, net::http_server& se
     co_await timer.async_wait(asio::use_awaitable);
   }
   ioc.stop();
+}
+
+std::string default_instance_id() {
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  return fmt::format("{}-{}-{}", host, ::getpid(), crypto::random_id().substr(0, 6));
+}
+
+scheduler::scheduler_options scheduler_options_for(const config& cfg) {
+  scheduler::scheduler_options o;
+  o.owner = cfg.instance_id.empty() ? default_instance_id() : cfg.instance_id;
+  o.batch = cfg.scheduler_batch;
+  o.max_concurrent_runs = cfg.max_concurrent_runs;
+  o.lease = std::chrono::seconds(cfg.lease_seconds);
+  o.freshness = std::chrono::seconds(cfg.feed_freshness_seconds);
+  o.feed.delete_guard_fraction = cfg.delete_guard_fraction;
+  o.feed.full_scan_every = cfg.full_scan_every;
+  o.feed.delete_scan_every = cfg.delete_scan_every;
+  o.feed.overlap = std::chrono::seconds(cfg.incremental_overlap_seconds);
+  return o;
+}
+
+// Prunes the change log once an hour.
+asio::awaitable<void> prune_loop(storage::feed_store& feeds, std::chrono::hours retention) {
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  for (;;) {
+    try {
+      auto n = co_await feeds.prune_log(retention);
+      if (n > 0) spdlog::info("pruned {} change log entries", n);
+    } catch (const std::exception& e) {
+      spdlog::warn("pruning the change log failed: {}", e.what());
+    }
+    timer.expires_after(std::chrono::hours(1));
+    co_await timer.async_wait(asio::use_awaitable);
+  }
 }
 
 void log_exception(std::exception_ptr e) {
@@ -160,6 +200,17 @@ int run_serve(const config& cfg) {
             .to_json();
       },
       log_request);
+  net::http_client source_client(ioc.get_executor(), client_options_for(cfg));
+  connection_health health(store);
+  sources::poller poller(source_client, health, clk);
+  storage::feed_store feeds(*db.executor, clk);
+  auto sched_options = scheduler_options_for(cfg);
+  scheduler::scheduler sched(ioc, store, feeds, poller, registry, clk, sched_options);
+  rest.on_trigger([&sched] { sched.wake(); });
+  sched.start();
+  asio::co_spawn(ioc, prune_loop(feeds, std::chrono::hours(cfg.log_retention_hours)), log_exception);
+  spdlog::info("scheduler started as {}", sched_options.owner);
+
   server.start();
   auto ep = server.local_endpoint();
   auto address = ep.address().to_string();
@@ -173,7 +224,8 @@ int run_serve(const config& cfg) {
     spdlog::info("received signal {}; draining", sig);
     sd_notify(0, "STOPPING=1");
     server.stop();
-    asio::co_spawn(ioc, drain_and_stop(ioc, server, std::chrono::seconds(30)), log_exception);
+    asio::co_spawn(ioc, drain_and_stop(ioc, server, sched, std::chrono::seconds(cfg.drain_seconds)),
+                   log_exception);
   });
   std::uint64_t watchdog_usec = 0;
   if (sd_watchdog_enabled(0, &watchdog_usec) > 0)

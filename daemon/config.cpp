@@ -356,6 +356,26 @@ const std::vector<key_spec>& key_specs() {
       {"ca_file", false, [](config& c, v x) { c.ca_file = string_value(x); }},
       {"source_timeout_seconds", false,
        [](config& c, v x) { c.source_timeout_seconds = integer_between(x, 1, 3600); }},
+      {"instance_id", false, [](config& c, v x) { c.instance_id = string_value(x); }},
+      {"lease_seconds", false, [](config& c, v x) { c.lease_seconds = integer_between(x, 3, 86400); }},
+      {"feed_freshness_seconds", false,
+       [](config& c, v x) { c.feed_freshness_seconds = integer_between(x, 0, 3600); }},
+      {"scheduler_batch", false, [](config& c, v x) { c.scheduler_batch = integer_between(x, 1, 10000); }},
+      {"max_concurrent_runs", false,
+       [](config& c, v x) { c.max_concurrent_runs = integer_between(x, 1, 100000); }},
+      {"delete_guard_fraction", false,
+       [](config& c, v x) {
+         c.delete_guard_fraction = number_at_least(x, 0);
+         if (c.delete_guard_fraction > 1) throw value_error("must be a number from 0 to 1");
+       }},
+      {"full_scan_every", false, [](config& c, v x) { c.full_scan_every = integer_between(x, 1, 1000000); }},
+      {"delete_scan_every", false,
+       [](config& c, v x) { c.delete_scan_every = integer_between(x, 1, 1000000); }},
+      {"incremental_overlap_seconds", false,
+       [](config& c, v x) { c.incremental_overlap_seconds = integer_between(x, 0, 86400 * 30); }},
+      {"drain_seconds", false, [](config& c, v x) { c.drain_seconds = integer_between(x, 0, 3600); }},
+      {"log_retention_hours", false,
+       [](config& c, v x) { c.log_retention_hours = integer_between(x, 0, 24 * 3650); }},
   };
   return specs;
 }

@@ -37,7 +37,19 @@ struct config {
   std::string postgres_bin_dir;               // embedded PostgreSQL binaries; default: newest /usr/lib/postgresql/*/bin
   std::string ca_file;                        // extra trusted CA certificates (PEM) for outbound TLS
   int source_timeout_seconds = 30;            // per request to a source
-  std::string integrations_dir;               // integration definitions; default: next to the binary, else /usr/share/hookd/integrations
+  std::string integrations_dir;
+  // Scheduling and change detection
+  std::string instance_id;                    // lease owner name; default: host name + pid
+  int lease_seconds = 60;                     // a dead instance's webhooks run elsewhere after this
+  int feed_freshness_seconds = 30;            // webhooks of one feed due within this share one poll
+  int scheduler_batch = 100;                  // webhooks claimed per query
+  int max_concurrent_runs = 256;
+  double delete_guard_fraction = 0.5;         // deleting more of a feed at once needs a second scan
+  int full_scan_every = 12;                   // incremental feeds: every N-th poll is a full scan
+  int delete_scan_every = 1;                  // feeds with a deleted webhook and no tombstones
+  int incremental_overlap_seconds = 300;      // incremental polls re-read this much before the high water
+  int drain_seconds = 30;                     // SIGTERM: time for runs in flight to finish
+  int log_retention_hours = 168;              // change log entries every webhook has passed               // integration definitions; default: next to the binary, else /usr/share/hookd/integrations
 };
 
 // Where the configuration comes from; tests pass their own environment.

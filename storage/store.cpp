@@ -3,6 +3,7 @@
 #include <stdexcept>
 
 #include "core/json.hpp"
+#include "storage/feed_store.hpp"
 #include "storage/migrations.hpp"
 
 namespace hookd::storage {
@@ -72,7 +73,7 @@ const std::string webhook_columns =
     ", integration_type, environment, event, fields, webhook_type, is_healthy, "
     "page_max_limit, filters::text, db_type, db_url_sealed, db_schema, db_name_prefix, "
     "is_paused, is_beta, " +
-    ms_of("created_at") + ", " + ms_of("updated_at");
+    ms_of("created_at") + ", " + ms_of("updated_at") + ", runs::text";
 
 std::string unseal(const crypto::cipher& cipher, const std::string& sealed) {
   if (sealed.empty()) return {};
@@ -128,6 +129,7 @@ webhook webhook_from_row(const pqxx::row& r, const crypto::cipher& cipher) {
   h.is_beta = r[20].as<bool>();
   h.created_at = from_unix_millis(r[21].as<std::int64_t>());
   h.updated_at = from_unix_millis(r[22].as<std::int64_t>());
+  h.runs = json_string_array(r[23].as<std::string>());
   return h;
 }
 
@@ -378,27 +380,55 @@ std::string webhook_values_sql(pqxx::transaction_base& tx, const webhook& h,
 }
 }  // namespace
 
-awaitable<std::optional<webhook>> store::create_webhook(webhook h, bool include_all) {
+namespace {
+
+// Spreads the first runs of webhooks created together: a delay derived from the feed, so
+// that webhooks on one feed stay together (one shared poll) while different feeds spread.
+std::chrono::milliseconds first_run_jitter(const webhook& h, const std::string& feed_key) {
+  std::uint64_t x = 1469598103934665603ULL;  // FNV-1a
+  for (char c : h.connection_id + "/" + h.object_type + "/" + feed_key) {
+    x ^= static_cast<unsigned char>(c);
+    x *= 1099511628211ULL;
+  }
+  auto window = std::min<std::int64_t>(static_cast<std::int64_t>(h.interval * 60'000), 30'000);
+  return std::chrono::milliseconds(window > 0 ? static_cast<std::int64_t>(x % static_cast<std::uint64_t>(window)) : 0);
+}
+
+std::map<std::string, std::string> client_side(const webhook& h,
+                                               const std::map<std::string, std::string>& pushed) {
+  std::map<std::string, std::string> out;
+  for (const auto& [k, v] : h.filters)
+    if (!pushed.contains(k)) out.emplace(k, v);
+  return out;
+}
+
+}  // namespace
+
+awaitable<std::optional<webhook>> store::create_webhook(webhook h, bool include_all,
+                                                        std::map<std::string, std::string> pushed) {
   h.id = crypto::random_id();
   h.created_at = h.updated_at = clock_.now();
+  auto first_run = h.created_at + first_run_jitter(h, filter_key(pushed));
   auto sealed = sealed_or_empty(cipher_, h.db_url);
-  auto job = [&, h, sealed, include_all](pqxx::connection& conn) -> std::optional<webhook> {
+  auto job = [&, h, sealed, include_all, pushed, first_run](pqxx::connection& conn) -> std::optional<webhook> {
     pqxx::work tx(conn);
     // The connection row is locked so a concurrent delete cannot orphan the webhook.
     auto owner = tx.exec("select integration_type from connections where workspace_id = " +
                          tx.quote(h.workspace_id) + " and id = " + tx.quote(h.connection_id) +
                          " for share");
     if (owner.empty()) return std::nullopt;
-    auto r = tx.exec(
+    tx.exec0(
         "insert into webhooks(id, workspace_id, connection_id, object_type, interval_minutes, "
         "integration_type, event, include_all, next_run_at, created_at, updated_at) values (" +
         tx.quote(h.id) + ", " + tx.quote(h.workspace_id) + ", " + tx.quote(h.connection_id) +
         ", " + tx.quote(h.object_type) + ", " + tx.quote(json::format_number(h.interval)) + ", " +
         tx.quote(owner[0][0].as<std::string>()) + ", " + tx.quote(h.event) + ", " +
-        (include_all ? "true" : "false") + ", " + ts_param(tx, h.created_at) + ", " +
+        (include_all ? "true" : "false") + ", " + ts_param(tx, first_run) + ", " +
         ts_param(tx, h.created_at) + ", " + ts_param(tx, h.updated_at) + ")");
+    assign_feed(tx, h.id, h.connection_id, h.object_type, pushed);
     auto row = tx.exec1("update webhooks set " + webhook_values_sql(tx, h, sealed) +
-                        " where id = " + tx.quote(h.id) + " returning " + webhook_columns);
+                        ", client_filters = " + tx.quote(json_map_text(client_side(h, pushed))) +
+                        "::jsonb where id = " + tx.quote(h.id) + " returning " + webhook_columns);
     auto out = webhook_from_row(row, cipher_);
     tx.commit();
     return out;
@@ -435,23 +465,33 @@ awaitable<std::vector<webhook>> store::list_webhooks(std::string workspace_id, l
   co_return co_await db_.run(std::move(job));
 }
 
-awaitable<std::optional<webhook>> store::update_webhook(webhook h) {
+awaitable<std::optional<webhook>> store::update_webhook(webhook h,
+                                                        std::map<std::string, std::string> pushed) {
   h.updated_at = clock_.now();
   auto sealed = sealed_or_empty(cipher_, h.db_url);
-  auto job = [&, h, sealed](pqxx::connection& conn) -> std::optional<webhook> {
+  auto job = [&, h, sealed, pushed](pqxx::connection& conn) -> std::optional<webhook> {
     pqxx::work tx(conn);
     auto owner = tx.exec("select integration_type from connections where workspace_id = " +
                          tx.quote(h.workspace_id) + " and id = " + tx.quote(h.connection_id) +
                          " for share");
     if (owner.empty()) return std::nullopt;
-    auto r = tx.exec("update webhooks set " + webhook_values_sql(tx, h, sealed) +
-                     ", connection_id = " + tx.quote(h.connection_id) +
-                     ", integration_type = " + tx.quote(owner[0][0].as<std::string>()) +
-                     ", updated_at = " + ts_param(tx, h.updated_at) +
-                     " where workspace_id = " + tx.quote(h.workspace_id) +
-                     " and id = " + tx.quote(h.id) + " returning " + webhook_columns);
-    if (r.empty()) return std::nullopt;
-    auto out = webhook_from_row(r[0], cipher_);
+    auto current = tx.exec(
+        "select coalesce(f.connection_id, ''), coalesce(f.object_type, ''), coalesce(f.filter_key, '') "
+        "from webhooks w left join feeds f on f.id = w.feed_id where w.workspace_id = " +
+        tx.quote(h.workspace_id) + " and w.id = " + tx.quote(h.id) + " for update of w");
+    if (current.empty()) return std::nullopt;
+    tx.exec0("update webhooks set " + webhook_values_sql(tx, h, sealed) +
+             ", connection_id = " + tx.quote(h.connection_id) +
+             ", integration_type = " + tx.quote(owner[0][0].as<std::string>()) +
+             ", client_filters = " + tx.quote(json_map_text(client_side(h, pushed))) +
+             "::jsonb, updated_at = " + ts_param(tx, h.updated_at) + " where id = " + tx.quote(h.id));
+    // Another source stream: the webhook moves to that feed, starting at its head.
+    if (current[0][0].as<std::string>() != h.connection_id ||
+        current[0][1].as<std::string>() != h.object_type ||
+        current[0][2].as<std::string>() != filter_key(pushed))
+      assign_feed(tx, h.id, h.connection_id, h.object_type, pushed);
+    auto out = webhook_from_row(
+        tx.exec1("select " + webhook_columns + " from webhooks where id = " + tx.quote(h.id)), cipher_);
     tx.commit();
     return out;
   };

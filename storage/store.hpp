@@ -62,10 +62,13 @@ public:
   awaitable<void> save_connection_auth(std::string id, std::string auth_json);
 
   // Webhooks. create/update return nullopt when the connection is not in the workspace.
-  awaitable<std::optional<webhook>> create_webhook(webhook h, bool include_all);
+  // `pushed` are the filters the source applies itself: they select the webhook's feed.
+  awaitable<std::optional<webhook>> create_webhook(webhook h, bool include_all,
+                                                   std::map<std::string, std::string> pushed = {});
   awaitable<std::optional<webhook>> get_webhook(std::string workspace_id, std::string id);
   awaitable<std::vector<webhook>> list_webhooks(std::string workspace_id, list_query q);
-  awaitable<std::optional<webhook>> update_webhook(webhook h);
+  awaitable<std::optional<webhook>> update_webhook(webhook h,
+                                                   std::map<std::string, std::string> pushed = {});
   awaitable<bool> delete_webhook(std::string workspace_id, std::string id);
   // Makes the webhook due now and wakes the schedulers (NOTIFY hookd_wakeup).
   awaitable<bool> trigger_webhook(std::string workspace_id, std::string id);

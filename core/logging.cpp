@@ -1,4 +1,4 @@
-#include "daemon/logging.hpp"
+#include "core/logging.hpp"
 
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_sinks.h>

@@ -1,0 +1,75 @@
+#pragma once
+// The scheduler: claims due webhooks from PostgreSQL in batches under a lease (so any
+// number of instances can share one database), runs each (poll the feed unless a fresh poll
+// is shared, record the run) and computes the next slot without drift. A trigger wakes it
+// at once through LISTEN/NOTIFY.
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+
+#include "scheduler/feed_poll.hpp"
+#include "sources/integration_registry.hpp"
+#include "sources/poller.hpp"
+#include "storage/feed_store.hpp"
+#include "storage/store.hpp"
+
+namespace hookd::scheduler {
+
+struct scheduler_options {
+  std::string owner;                           // this instance's lease owner id
+  int batch = 100;                             // webhooks claimed per query
+  int max_concurrent_runs = 256;
+  std::chrono::seconds lease{60};              // a dead instance's runs are taken over after this
+  std::chrono::seconds freshness{30};          // a feed polled this recently is not polled again
+  std::chrono::milliseconds idle_wait{1000};   // longest sleep between claims
+  feed_poll_options feed;
+};
+
+// The next slot after `scheduled` that is after `now`: scheduled + k * interval (missed
+// slots are skipped, the phase never drifts).
+sys_time next_slot(sys_time scheduled, std::chrono::milliseconds interval, sys_time now);
+
+class scheduler {
+public:
+  scheduler(boost::asio::io_context& ioc, storage::store& store, storage::feed_store& feeds,
+            sources::poller& poller, const sources::integration_registry& integrations,
+            const clock& clk, scheduler_options options);
+  ~scheduler();
+
+  void start();
+  // Stops claiming, waits for the runs in flight up to `deadline`, releases leases.
+  boost::asio::awaitable<void> stop(std::chrono::seconds deadline);
+  // Claims now (a trigger or a notification).
+  void wake();
+  int in_flight() const { return in_flight_.load(); }
+
+private:
+  boost::asio::awaitable<void> claim_loop();
+  boost::asio::awaitable<void> lease_keeper();
+  boost::asio::awaitable<void> run(storage::claimed_webhook w);
+  boost::asio::awaitable<std::optional<changes::poll_outcome>> poll_if_due(
+      const storage::claimed_webhook& w, std::int64_t feed_id, storage::run_record& run);
+  void listen_loop();
+
+  boost::asio::io_context& ioc_;
+  boost::asio::strand<boost::asio::io_context::executor_type> strand_;
+  boost::asio::steady_timer timer_;
+  storage::store& store_;
+  storage::feed_store& feeds_;
+  sources::poller& poller_;
+  const sources::integration_registry& integrations_;
+  const clock& clock_;
+  scheduler_options options_;
+  std::atomic<int> in_flight_{0};
+  std::atomic<bool> stopping_{false};
+  std::thread listener_;
+};
+
+}  // namespace hookd::scheduler

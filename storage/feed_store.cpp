@@ -1,0 +1,374 @@
+#include "storage/feed_store.hpp"
+
+#include <fmt/format.h>
+
+#include "core/json.hpp"
+#include "storage/sql.hpp"
+
+namespace hookd::storage {
+
+namespace asio = boost::asio;
+template <class T>
+using awaitable = asio::awaitable<T>;
+using changes::change;
+using changes::change_kind;
+
+std::string filter_key(const std::map<std::string, std::string>& filters) {
+  json::writer w;  // std::map iterates in key order: the text is canonical
+  w.begin_object();
+  for (const auto& [k, v] : filters) w.field(k, v);
+  w.end_object();
+  return w.take();
+}
+
+namespace {
+
+std::vector<std::string> json_strings(const std::string& text) {
+  std::vector<std::string> out;
+  json::document doc;
+  if (json::document::parse(text, doc) || !doc.root().is_array()) return out;
+  simdjson::dom::array items = doc.root().get_array().value_unsafe();
+  for (auto e : items)
+    if (e.is_string()) out.emplace_back(e.get_string().value_unsafe());
+  return out;
+}
+
+std::map<std::string, std::string> json_string_map(const std::string& text) {
+  std::map<std::string, std::string> out;
+  json::document doc;
+  if (json::document::parse(text, doc) || !doc.root().is_object()) return out;
+  simdjson::dom::object members = doc.root().get_object().value_unsafe();
+  for (auto [k, v] : members)
+    if (v.is_string()) out.emplace(std::string(k), std::string(v.get_string().value_unsafe()));
+  return out;
+}
+
+std::string json_array(const std::vector<std::string>& values) {
+  json::writer w;
+  w.begin_array();
+  for (const auto& v : values) w.value(v);
+  w.end_array();
+  return w.take();
+}
+
+const std::string feed_columns =
+    "f.id, f.connection_id, f.object_type, f.filters::text, f.baseline_done, f.polls, "
+    "f.record_count, " + millis_of("f.high_water") + ", f.pending_deletes::text, "
+    "exists (select 1 from webhooks w where w.feed_id = f.id and w.event = 'deleted' "
+    "and not w.is_paused)";
+
+changes::feed_state feed_from_row(const pqxx::row& r) {
+  changes::feed_state s;
+  s.id = r[0].as<std::int64_t>();
+  s.connection_id = r[1].as<std::string>();
+  s.object_type = r[2].as<std::string>();
+  s.filters = json_string_map(r[3].as<std::string>());
+  s.baseline_done = r[4].as<bool>();
+  s.polls = r[5].as<std::int64_t>();
+  s.record_count = r[6].as<std::int64_t>();
+  if (!r[7].is_null()) s.high_water = from_unix_millis(r[7].as<std::int64_t>());
+  s.pending_deletes = json_strings(r[8].as<std::string>());
+  s.has_deleted_webhook = r[9].as<bool>();
+  return s;
+}
+
+// Appends log entries and updates the snapshot for one batch of changes.
+void write_changes(pqxx::work& tx, std::int64_t feed_id, const std::vector<change>& changes,
+                   bool baseline) {
+  const auto feed = std::to_string(feed_id);
+  std::vector<std::string> up_ids, up_hashes, up_records, up_kinds, up_seqs;
+  std::vector<std::string> del_ids, del_seqs;
+  std::int64_t seq = 0;
+  if (!baseline) {
+    auto head = tx.exec1(fmt::format("update feeds set head_seq = head_seq + {} where id = {} "
+                                     "returning head_seq", changes.size(), feed))[0]
+                    .as<std::int64_t>();
+    seq = head - static_cast<std::int64_t>(changes.size());
+  }
+  for (const auto& c : changes) {
+    ++seq;
+    if (c.kind == change_kind::deleted) {
+      del_ids.push_back(c.id);
+      del_seqs.push_back(std::to_string(seq));
+    } else {
+      up_ids.push_back(c.id);
+      up_hashes.push_back(c.hash);
+      up_records.push_back(c.json);
+      up_kinds.push_back(changes::to_string(c.kind));
+      up_seqs.push_back(std::to_string(seq));
+    }
+  }
+  if (!del_ids.empty()) {
+    auto ids = tx.quote(text_array_literal(del_ids));
+    if (!baseline)
+      // A delete carries the record's last known state, from the snapshot.
+      tx.exec0(fmt::format(
+          "insert into change_log(feed_id, seq, record_id, kind, record) "
+          "select {0}, d.seq, d.id, 'deleted', r.record "
+          "from unnest({1}::text[], {2}::bigint[]) as d(id, seq) "
+          "join feed_records r on r.feed_id = {0} and r.record_id = d.id",
+          feed, ids, tx.quote(text_array_literal(del_seqs))));
+    tx.exec0(fmt::format("delete from feed_records where feed_id = {} and record_id = any({}::text[])",
+                         feed, ids));
+  }
+  if (!up_ids.empty()) {
+    auto ids = tx.quote(text_array_literal(up_ids));
+    auto records = tx.quote(text_array_literal(up_records));
+    tx.exec0(fmt::format(
+        "insert into feed_records(feed_id, record_id, hash, record) "
+        "select {}, u.id, u.hash, u.record from unnest({}::text[], {}::text[], {}::text[]) "
+        "as u(id, hash, record) on conflict (feed_id, record_id) do update "
+        "set hash = excluded.hash, record = excluded.record",
+        feed, ids, tx.quote(text_array_literal(up_hashes)), records));
+    if (!baseline)
+      tx.exec0(fmt::format(
+          "insert into change_log(feed_id, seq, record_id, kind, record) "
+          "select {}, u.seq, u.id, u.kind, u.record "
+          "from unnest({}::bigint[], {}::text[], {}::text[], {}::text[]) as u(seq, id, kind, record)",
+          feed, tx.quote(text_array_literal(up_seqs)), ids,
+          tx.quote(text_array_literal(up_kinds)), records));
+  }
+}
+
+}  // namespace
+
+awaitable<std::unordered_map<std::string, std::string>> feed_store::known_hashes(
+    std::int64_t feed_id, std::vector<std::string> ids) {
+  auto job = [feed_id, ids = std::move(ids)](pqxx::connection& c) {
+    pqxx::read_transaction tx(c);
+    std::unordered_map<std::string, std::string> out;
+    auto r = tx.exec(fmt::format(
+        "select record_id, hash from feed_records where feed_id = {} and record_id = any({}::text[])",
+        feed_id, tx.quote(text_array_literal(ids))));
+    for (const auto& row : r) out.emplace(row[0].as<std::string>(), row[1].as<std::string>());
+    return out;
+  };
+  co_return co_await db_.run(std::move(job));
+}
+
+awaitable<void> feed_store::apply_changes(std::int64_t feed_id, std::vector<change> changes,
+                                          bool baseline) {
+  if (changes.empty()) co_return;
+  auto job = [feed_id, changes = std::move(changes), baseline](pqxx::connection& c) {
+    pqxx::work tx(c);
+    write_changes(tx, feed_id, changes, baseline);
+    tx.commit();
+  };
+  co_await db_.run(std::move(job));
+}
+
+awaitable<std::vector<std::string>> feed_store::snapshot_ids(std::int64_t feed_id) {
+  auto job = [feed_id](pqxx::connection& c) {
+    pqxx::read_transaction tx(c);
+    std::vector<std::string> out;
+    auto r = tx.exec(fmt::format("select record_id from feed_records where feed_id = {}", feed_id));
+    out.reserve(r.size());
+    for (const auto& row : r) out.push_back(row[0].as<std::string>());
+    return out;
+  };
+  co_return co_await db_.run(std::move(job));
+}
+
+awaitable<void> feed_store::finish_poll(std::int64_t feed_id, changes::poll_outcome o) {
+  auto now = clock_.now();
+  auto job = [feed_id, o = std::move(o), now](pqxx::connection& c) {
+    pqxx::work tx(c);
+    auto ts = timestamp_sql(tx, now);
+    std::string sql = fmt::format(
+        "update feeds set polls = polls + 1, last_polled_at = {0}, poll_owner = null, "
+        "poll_expires_at = null, pending_deletes = {1}::jsonb, baseline_done = baseline_done or {2}",
+        ts, tx.quote(json_array(o.pending_deletes)), o.baseline_done ? "true" : "false");
+    if (o.complete) sql += ", last_complete_at = " + ts;
+    if (o.complete && o.full)
+      sql += fmt::format(", last_full_scan_at = {}, record_count = (select count(*) from "
+                         "feed_records where feed_id = {})", ts, feed_id);
+    if (o.high_water)
+      sql += fmt::format(", high_water = greatest(high_water, {})", timestamp_sql(tx, *o.high_water));
+    sql += fmt::format(" where id = {} returning connection_id", feed_id);
+    auto r = tx.exec1(sql);
+    // A connection whose reads fail makes its webhooks unhealthy until a read succeeds.
+    tx.exec0(fmt::format("update webhooks set source_healthy = {0}, is_healthy = {0} "
+                         "where connection_id = {1} and source_healthy <> {0}",
+                         o.complete ? "true" : "false", tx.quote(r[0].as<std::string>())));
+    tx.commit();
+  };
+  co_await db_.run(std::move(job));
+}
+
+awaitable<std::vector<claimed_webhook>> feed_store::claim_due(std::string owner, int limit,
+                                                              std::chrono::seconds lease) {
+  auto now = clock_.now();
+  auto job = [owner, limit, lease, now](pqxx::connection& c) {
+    pqxx::work tx(c);
+    auto ts = timestamp_sql(tx, now);
+    auto r = tx.exec(fmt::format(
+        "with due as ("
+        " select w.id from webhooks w join connections c on c.id = w.connection_id"
+        " where w.next_run_at <= {0} and not w.is_paused and not c.is_paused"
+        " and (w.lease_expires_at is null or w.lease_expires_at < {0})"
+        " order by w.next_run_at limit {1} for update of w skip locked)"
+        " update webhooks w set lease_owner = {2}, lease_expires_at = {0} + interval '{3} seconds'"
+        " from due where w.id = due.id"
+        " returning w.id, w.workspace_id, w.connection_id, w.object_type, w.event,"
+        " coalesce(w.feed_id, 0), {4}, w.interval_minutes",
+        ts, limit, tx.quote(owner), lease.count(), millis_of("w.next_run_at")));
+    tx.commit();
+    std::vector<claimed_webhook> out;
+    for (const auto& row : r)
+      out.push_back({row[0].as<std::string>(), row[1].as<std::string>(), row[2].as<std::string>(),
+                     row[3].as<std::string>(), row[4].as<std::string>(), row[5].as<std::int64_t>(),
+                     from_unix_millis(row[6].as<std::int64_t>()), row[7].as<double>()});
+    return out;
+  };
+  co_return co_await db_.run(std::move(job));
+}
+
+awaitable<std::optional<sys_time>> feed_store::next_due() {
+  auto job = [](pqxx::connection& c) -> std::optional<sys_time> {
+    pqxx::read_transaction tx(c);
+    auto r = tx.exec1("select " + millis_of("min(next_run_at)") +
+                      " from webhooks where not is_paused");
+    if (r[0].is_null()) return std::nullopt;
+    return from_unix_millis(r[0].as<std::int64_t>());
+  };
+  co_return co_await db_.run(std::move(job));
+}
+
+awaitable<std::int64_t> feed_store::ensure_feed(std::string webhook_id) {
+  auto job = [webhook_id](pqxx::connection& c) {
+    pqxx::work tx(c);
+    auto w = tx.exec1("select connection_id, object_type, coalesce(feed_id, 0) from webhooks "
+                      "where id = " + tx.quote(webhook_id));
+    auto feed = w[2].as<std::int64_t>();
+    if (feed == 0) {
+      feed = assign_feed(tx, webhook_id, w[0].as<std::string>(), w[1].as<std::string>(), {});
+    }
+    tx.commit();
+    return feed;
+  };
+  co_return co_await db_.run(std::move(job));
+}
+
+awaitable<std::pair<feed_lease, changes::feed_state>> feed_store::lease_feed(
+    std::int64_t feed_id, std::string owner, sys_time fresh_since, std::chrono::seconds lease) {
+  auto now = clock_.now();
+  auto job = [=](pqxx::connection& c) -> std::pair<feed_lease, changes::feed_state> {
+    pqxx::work tx(c);
+    auto ts = timestamp_sql(tx, now);
+    auto r = tx.exec(fmt::format(
+        "update feeds f set poll_owner = {0}, poll_expires_at = {1} + interval '{2} seconds' "
+        "where f.id = {3} and (f.poll_expires_at is null or f.poll_expires_at < {1} or f.poll_owner = {0}) "
+        "and (f.last_polled_at is null or f.last_polled_at < {4}) returning {5}",
+        tx.quote(owner), ts, lease.count(), feed_id, timestamp_sql(tx, fresh_since), feed_columns));
+    if (!r.empty()) {
+      auto state = feed_from_row(r[0]);
+      tx.commit();
+      return {feed_lease::acquired, state};
+    }
+    auto s = tx.exec1(fmt::format("select (last_polled_at is not null and last_polled_at >= {}) "
+                                  "from feeds where id = {}", timestamp_sql(tx, fresh_since), feed_id));
+    tx.commit();
+    return {s[0].as<bool>() ? feed_lease::fresh : feed_lease::busy, {}};
+  };
+  co_return co_await db_.run(std::move(job));
+}
+
+namespace {
+std::string run_summary(const run_record& r) {
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(r.finished_at - r.started_at).count();
+  std::string text = fmt::format("{} {}: ", format_iso8601(r.started_at), r.status);
+  if (r.polled)
+    text += fmt::format("{} scan, {} records read, {} requests, ", r.full_scan ? "full" : "incremental",
+                        r.records_read, r.requests);
+  else
+    text += "shared a fresh poll, ";
+  text += fmt::format("{} changes, {} ms", r.changes, ms);
+  if (!r.error.empty()) text += "; error: " + r.error;
+  return text;
+}
+}  // namespace
+
+awaitable<void> feed_store::finish_run(claimed_webhook w, std::string owner, run_record run,
+                                       sys_time next_run_at) {
+  auto job = [=](pqxx::connection& c) {
+    pqxx::work tx(c);
+    json::writer summary;
+    summary.value(run_summary(run));
+    tx.exec0(fmt::format(
+        "insert into webhook_runs(webhook_id, feed_id, owner, scheduled_for, started_at, finished_at,"
+        " status, polled, full_scan, records_read, changes, requests, error) values"
+        " ({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
+        tx.quote(w.id), w.feed_id, tx.quote(owner), timestamp_sql(tx, w.scheduled_for),
+        timestamp_sql(tx, run.started_at), timestamp_sql(tx, run.finished_at), tx.quote(run.status),
+        run.polled, run.full_scan, run.records_read, run.changes, run.requests, tx.quote(run.error)));
+    tx.exec0(fmt::format(
+        "update webhooks set checked_at = {0}, next_run_at = {1}, lease_owner = null, "
+        "lease_expires_at = null, runs = (select coalesce(jsonb_agg(e order by o), '[]'::jsonb) "
+        "from jsonb_array_elements(jsonb_build_array({2}::jsonb) || runs) with ordinality t(e, o) "
+        "where o <= 10) where id = {3} and lease_owner = {4}",
+        timestamp_sql(tx, run.finished_at), timestamp_sql(tx, next_run_at),
+        tx.quote(summary.str()), tx.quote(w.id), tx.quote(owner)));
+    tx.commit();
+  };
+  co_await db_.run(std::move(job));
+}
+
+awaitable<void> feed_store::extend_leases(std::string owner, std::chrono::seconds lease) {
+  auto now = clock_.now();
+  auto job = [=](pqxx::connection& c) {
+    pqxx::work tx(c);
+    auto until = fmt::format("{} + interval '{} seconds'", timestamp_sql(tx, now), lease.count());
+    tx.exec0(fmt::format("update webhooks set lease_expires_at = {} where lease_owner = {}", until,
+                         tx.quote(owner)));
+    // Feed poll leases are held by runs: "<owner>/<webhook id>".
+    tx.exec0(fmt::format("update feeds set poll_expires_at = {} where poll_owner like {}", until,
+                         tx.quote(owner + "/%")));
+    tx.commit();
+  };
+  co_await db_.run(std::move(job));
+}
+
+awaitable<void> feed_store::release_leases(std::string owner) {
+  auto job = [owner](pqxx::connection& c) {
+    pqxx::work tx(c);
+    tx.exec0("update webhooks set lease_owner = null, lease_expires_at = null where lease_owner = " +
+             tx.quote(owner));
+    tx.exec0("update feeds set poll_owner = null, poll_expires_at = null where poll_owner like " +
+             tx.quote(owner + "/%"));
+    tx.commit();
+  };
+  co_await db_.run(std::move(job));
+}
+
+awaitable<std::int64_t> feed_store::prune_log(std::chrono::seconds keep) {
+  auto now = clock_.now();
+  auto job = [=](pqxx::connection& c) {
+    pqxx::work tx(c);
+    auto r = tx.exec(fmt::format(
+        "delete from change_log l using feeds f where l.feed_id = f.id "
+        "and l.created_at < {} - interval '{} seconds' "
+        "and l.seq <= coalesce((select min(w.cursor_seq) from webhooks w where w.feed_id = f.id), f.head_seq)",
+        timestamp_sql(tx, now), keep.count()));
+    tx.commit();
+    return static_cast<std::int64_t>(r.affected_rows());
+  };
+  co_return co_await db_.run(std::move(job));
+}
+
+std::int64_t assign_feed(pqxx::work& tx, const std::string& webhook_id,
+                         const std::string& connection_id, const std::string& object_type,
+                         const std::map<std::string, std::string>& pushed_filters) {
+  auto key = filter_key(pushed_filters);
+  tx.exec0(fmt::format("insert into feeds(connection_id, object_type, filter_key, filters) "
+                       "values ({0}, {1}, {2}, {2}::jsonb) on conflict do nothing",
+                       tx.quote(connection_id), tx.quote(object_type), tx.quote(key)));
+  auto f = tx.exec1(fmt::format("select id, head_seq from feeds where connection_id = {} and "
+                                "object_type = {} and filter_key = {}",
+                                tx.quote(connection_id), tx.quote(object_type), tx.quote(key)));
+  // A webhook starts at the head of its feed's log: it sees the changes made after it.
+  tx.exec0(fmt::format("update webhooks set feed_id = {}, cursor_seq = {} where id = {}",
+                       f[0].as<std::int64_t>(), f[1].as<std::int64_t>(), tx.quote(webhook_id)));
+  return f[0].as<std::int64_t>();
+}
+
+}  // namespace hookd::storage
