@@ -1,6 +1,12 @@
 #include "daemon/api.hpp"
 
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
+
+#include "net/http_client.hpp"
 
 #include "core/json.hpp"
 #include "core/query.hpp"
@@ -263,9 +269,32 @@ awaitable<std::optional<api_error>> api::check_webhook_target(
   co_return std::nullopt;
 }
 
+// The SSRF guard at create/update (it runs again at every connect: DNS may change).
+awaitable<std::optional<api_error>> api::check_destination(const webhook& h) {
+  if (h.hook_url.empty()) co_return std::nullopt;
+  auto url = net::parse_url(h.hook_url);
+  if (!url) co_return invalid_field("hook_url", "hook_url is not a valid URL");
+  boost::asio::ip::tcp::resolver resolver(co_await boost::asio::this_coro::executor);
+  // No structured binding across co_await (g++ 12).
+  auto resolved = co_await resolver.async_resolve(
+      url->host, url->port, boost::asio::as_tuple(boost::asio::use_awaitable));
+  // A host that does not resolve now cannot be judged; every connect checks again.
+  if (std::get<0>(resolved)) co_return std::nullopt;
+  for (const auto& entry : std::get<1>(resolved)) {
+    auto address = entry.endpoint().address();
+    if (auto why = options_.destinations.refusal(address))
+      co_return invalid_field(
+          "hook_url", fmt::format("hook_url resolves to {}, {}; hookd does not deliver there "
+                                  "unless allow_private_destinations allows it",
+                                  address.to_string(), *why));
+  }
+  co_return std::nullopt;
+}
+
 awaitable<net::response> api::save_webhook(context& ctx, webhook h, bool is_new,
                                            bool include_all) {
   if (auto e = validate_webhook(h, options_.limits)) co_return error_response(*e);
+  if (auto e = co_await check_destination(h)) co_return error_response(*e);
   std::map<std::string, std::string> pushed;
   if (auto e = co_await check_webhook_target(ctx, h, pushed)) co_return error_response(*e);
   // Two statements, not a conditional expression: g++ 12 miscompiles co_await inside ?:.

@@ -5,6 +5,7 @@
 
 #include "core/api_error.hpp"
 #include "core/validation.hpp"
+#include "net/address_policy.hpp"
 #include "net/http_server.hpp"
 #include "sources/integration_registry.hpp"
 #include "storage/store.hpp"
@@ -14,6 +15,7 @@ namespace hookd {
 struct api_options {
   webhook_limits limits;
   double default_interval_minutes = 60;
+  net::address_policy destinations;  // the SSRF guard for hook_url
 };
 
 class api {
@@ -40,6 +42,7 @@ private:
   boost::asio::awaitable<std::optional<api_error>> check_webhook_target(
       context& ctx, const webhook& h, std::map<std::string, std::string>& pushed);
   std::optional<api_error> resolve_integration(connection& c) const;
+  boost::asio::awaitable<std::optional<api_error>> check_destination(const webhook& h);
   boost::asio::awaitable<net::response> save_webhook(context& ctx, webhook h, bool is_new,
                                                      bool include_all);
 

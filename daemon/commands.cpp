@@ -19,7 +19,9 @@
 #include "daemon/connection_health.hpp"
 #include "daemon/embedded_postgres.hpp"
 #include "core/logging.hpp"
+#include "net/address_policy.hpp"
 #include "net/http_client.hpp"
+#include "storage/delivery_store.hpp"
 #include "scheduler/scheduler.hpp"
 #include "sources/poller.hpp"
 #include "storage/feed_store.hpp"
@@ -190,6 +192,7 @@ int run_serve(const config& cfg) {
   options.limits.min_interval_minutes = cfg.min_interval_seconds / 60.0;
   options.limits.max_page_limit = cfg.max_page_limit;
   options.default_interval_minutes = std::max(60.0, options.limits.min_interval_minutes);
+  options.destinations = net::address_policy(cfg.allow_private_destinations);
   api rest(store, registry, options);
   net::http_server server(
       ioc, net::parse_endpoint(cfg.listen),
@@ -204,8 +207,18 @@ int run_serve(const config& cfg) {
   connection_health health(store);
   sources::poller poller(source_client, health, clk);
   storage::feed_store feeds(*db.executor, clk);
+  // Subscribers' endpoints go through the SSRF guard at every connect.
+  net::address_policy destinations(cfg.allow_private_destinations);
+  auto delivery_client_options = client_options_for(cfg);
+  delivery_client_options.allow_address = [&destinations](const asio::ip::address& a) {
+    return destinations.allowed(a);
+  };
+  net::http_client delivery_client(ioc.get_executor(), delivery_client_options);
+  storage::delivery_store delivery_records(*db.executor, clk);
+  scheduler::deliverer sender(delivery_client, store, delivery_records, clk,
+                              {cfg.retry_schedule, 3, std::chrono::seconds(3600), 100});
   auto sched_options = scheduler_options_for(cfg);
-  scheduler::scheduler sched(ioc, store, feeds, poller, registry, clk, sched_options);
+  scheduler::scheduler sched(ioc, store, feeds, poller, sender, registry, clk, sched_options);
   rest.on_trigger([&sched] { sched.wake(); });
   sched.start();
   asio::co_spawn(ioc, prune_loop(feeds, std::chrono::hours(cfg.log_retention_hours)), log_exception);

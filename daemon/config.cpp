@@ -353,7 +353,12 @@ const std::vector<key_spec>& key_specs() {
        [](config& c, v x) { c.request_timeout_seconds = positive_integer(x); }},
       {"postgres_bin_dir", false, [](config& c, v x) { c.postgres_bin_dir = string_value(x); }},
       {"integrations_dir", false, [](config& c, v x) { c.integrations_dir = string_value(x); }},
-      {"ca_file", false, [](config& c, v x) { c.ca_file = string_value(x); }},
+      {"ca_file", false,
+       [](config& c, v x) {
+         c.ca_file = string_value(x);
+         if (!c.ca_file.empty() && !std::ifstream(c.ca_file))
+           throw value_error("must name a readable PEM file");
+       }},
       {"source_timeout_seconds", false,
        [](config& c, v x) { c.source_timeout_seconds = integer_between(x, 1, 3600); }},
       {"instance_id", false, [](config& c, v x) { c.instance_id = string_value(x); }},

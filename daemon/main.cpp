@@ -39,7 +39,12 @@ int main(int argc, char** argv) {
   auto* version = app.add_subcommand("version", "print the version");
   (void)serve;
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and --version exit 0; every usage error is exit 2, like a bad configuration.
+    return app.exit(e) == 0 ? 0 : 2;
+  }
 
   if (version->parsed()) {
     std::cout << "hookd " << HOOKD_VERSION << "\n";

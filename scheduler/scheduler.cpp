@@ -52,6 +52,8 @@ void log_event_run(const storage::claimed_webhook& w, const storage::run_record&
              {"records_read", r.records_read},
              {"changes", r.changes},
              {"requests", r.requests},
+             {"delivered", r.delivered},
+             {"delivery_failures", r.failed},
              {"duration_ms", std::chrono::duration_cast<std::chrono::milliseconds>(
                                  r.finished_at - r.started_at).count()},
              {"error", r.error}});
@@ -70,10 +72,12 @@ std::chrono::milliseconds interval_of(const storage::claimed_webhook& w) {
 }  // namespace
 
 scheduler::scheduler(asio::io_context& ioc, storage::store& store, storage::feed_store& feeds,
-                     sources::poller& poller, const sources::integration_registry& integrations,
-                     const clock& clk, scheduler_options options)
+                     sources::poller& poller, deliverer& sender,
+                     const sources::integration_registry& integrations, const clock& clk,
+                     scheduler_options options)
     : ioc_(ioc), strand_(asio::make_strand(ioc)), timer_(strand_), store_(store), feeds_(feeds),
-      poller_(poller), integrations_(integrations), clock_(clk), options_(std::move(options)) {}
+      poller_(poller), deliverer_(sender), integrations_(integrations), clock_(clk),
+      options_(std::move(options)) {}
 
 scheduler::~scheduler() {
   stopping_ = true;
@@ -151,7 +155,7 @@ awaitable<void> scheduler::lease_keeper() {
 awaitable<std::optional<changes::poll_outcome>> scheduler::poll_if_due(
     const storage::claimed_webhook& w, std::int64_t feed_id, storage::run_record& run) {
   auto freshness = std::min<std::chrono::milliseconds>(options_.freshness, interval_of(w) / 2);
-  auto fresh_since = w.scheduled_for - freshness;
+  auto fresh_since = w.next_slot_at - freshness;
   for (;;) {
     // No structured binding here: g++ 12 mishandles them across suspension points.
     auto leased = co_await feeds_.lease_feed(feed_id, poll_owner(options_.owner, w), fresh_since, options_.lease);
@@ -181,29 +185,38 @@ awaitable<std::optional<changes::poll_outcome>> scheduler::poll_if_due(
 awaitable<void> scheduler::run(storage::claimed_webhook w) {
   storage::run_record run;
   run.started_at = clock_.now();
+  // A run claimed for a delivery retry before the poll slot delivers only.
+  bool slot_due = run.started_at >= w.next_slot_at;
+  std::optional<sys_time> retry_at;
   try {
     auto feed_id = w.feed_id ? w.feed_id : co_await feeds_.ensure_feed(w.id);
     w.feed_id = feed_id;
-    auto outcome = co_await poll_if_due(w, feed_id, run);
-    if (outcome) {
-      run.full_scan = outcome->full;
-      run.records_read = outcome->records_read;
-      run.changes = outcome->changes;
-      run.requests = outcome->requests;
-      run.error = outcome->error;
-      run.status = outcome->complete ? "ok" : "incomplete";
-    } else {
-      run.status = "ok";
+    run.status = "ok";
+    if (slot_due) {
+      auto outcome = co_await poll_if_due(w, feed_id, run);
+      if (outcome) {
+        run.full_scan = outcome->full;
+        run.records_read = outcome->records_read;
+        run.changes = outcome->changes;
+        run.requests = outcome->requests;
+        run.error = outcome->error;
+        if (!outcome->complete) run.status = "incomplete";
+      }
     }
+    auto report = co_await deliverer_.deliver(w.id);
+    run.delivered = report.delivered;
+    run.failed = report.failed;
+    retry_at = report.retry_at;
   } catch (const std::exception& e) {
     run.status = "failed";
     run.error = e.what();
   }
   run.finished_at = clock_.now();
-  auto next = next_slot(w.scheduled_for, interval_of(w), run.finished_at);
+  auto slot = slot_due ? next_slot(w.next_slot_at, interval_of(w), run.finished_at) : w.next_slot_at;
+  auto next_run = retry_at ? std::min(slot, *retry_at) : slot;
   log_event_run(w, run);
   try {
-    co_await feeds_.finish_run(w, options_.owner, run, next);
+    co_await feeds_.finish_run(w, options_.owner, run, slot, next_run);
   } catch (const std::exception& e) {
     // The lease lapses and another run takes the slot: nothing is lost.
     spdlog::error("recording the run of webhook {} failed: {}", w.id, e.what());

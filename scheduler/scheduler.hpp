@@ -14,6 +14,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 
+#include "scheduler/deliverer.hpp"
 #include "scheduler/feed_poll.hpp"
 #include "sources/integration_registry.hpp"
 #include "sources/poller.hpp"
@@ -39,8 +40,9 @@ sys_time next_slot(sys_time scheduled, std::chrono::milliseconds interval, sys_t
 class scheduler {
 public:
   scheduler(boost::asio::io_context& ioc, storage::store& store, storage::feed_store& feeds,
-            sources::poller& poller, const sources::integration_registry& integrations,
-            const clock& clk, scheduler_options options);
+            sources::poller& poller, deliverer& sender,
+            const sources::integration_registry& integrations, const clock& clk,
+            scheduler_options options);
   ~scheduler();
 
   void start();
@@ -64,6 +66,7 @@ private:
   storage::store& store_;
   storage::feed_store& feeds_;
   sources::poller& poller_;
+  deliverer& deliverer_;
   const sources::integration_registry& integrations_;
   const clock& clock_;
   scheduler_options options_;

@@ -117,7 +117,7 @@ std::optional<std::string> render_each(const mapping_node& node, element source)
 
 std::optional<std::string> render_object(const mapping_node& node, element source) {
   std::string out = "{";
-  bool any = false;
+  bool any = false, any_from_source = false;
   for (const auto& [name, child] : node.fields) {
     auto v = render(child, source);
     if (!v) continue;
@@ -126,9 +126,11 @@ std::optional<std::string> render_object(const mapping_node& node, element sourc
     out.push_back(':');
     out += *v;
     any = true;
+    any_from_source |= child.type != mapping_node::kind::literal;
   }
   out.push_back('}');
-  return any ? std::optional(out) : std::nullopt;
+  // An object of literals only ({type: "=WORK"} without its email) says nothing: left out.
+  return any_from_source ? std::optional(out) : std::nullopt;
 }
 
 std::optional<std::string> render_array(const mapping_node& node, element source) {

@@ -77,7 +77,8 @@ std::optional<std::chrono::seconds> parse_retry_after(std::string_view value, sy
   std::string text(value);
   if (!strptime(text.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &tm)) return std::nullopt;
   auto when = std::chrono::system_clock::from_time_t(timegm(&tm));
-  auto delta = std::chrono::duration_cast<std::chrono::seconds>(when - now);
+  // Rounded up: waiting a fraction too long is fine, retrying early is not.
+  auto delta = std::chrono::ceil<std::chrono::seconds>(when - now);
   return delta.count() < 0 ? std::chrono::seconds(0) : delta;
 }
 
@@ -255,13 +256,18 @@ awaitable<std::optional<net::client_response>> poller::send_with_retries(
     auto r = co_await client_.send(req);
     release(*st.rate);
     if (!r) {
-      if (errors++ < options_.max_retries) {
+      // Certificate, URL and address-policy failures cannot succeed on a retry.
+      auto kind = r.error->kind;
+      bool permanent = kind == net::client_error_kind::tls_failed ||
+                       kind == net::client_error_kind::invalid_url ||
+                       kind == net::client_error_kind::address_refused;
+      if (!permanent && errors++ < options_.max_retries) {
         spdlog::debug("{} {}: {}; retrying", req.method, st.redact(req.url), r.error->message);
         co_await sleep_for(next_backoff());
         continue;
       }
       st.fail(fmt::format("{} {}: {} (after {} attempts)", req.method, st.redact(req.url),
-                          r.error->message, errors));
+                          r.error->message, errors + 1));
       co_return std::nullopt;
     }
     auto status = r.response->status;
@@ -543,7 +549,13 @@ bool prepare_auth(poller::scan_state& st) {
     if (!e) return st.fail("the connection's auth has no " + e.missing + " (header " + name + ")");
     st.headers.push_back({name, e.value});
   }
-  st.headers.push_back({"accept", "application/json"});
+  bool has_accept = std::any_of(st.req.definition->headers.begin(), st.req.definition->headers.end(),
+                                [](const auto& h) {
+                                  std::string n = h.first;
+                                  std::transform(n.begin(), n.end(), n.begin(), ::tolower);
+                                  return n == "accept";
+                                });
+  if (!has_accept) st.headers.push_back({"accept", "application/json"});
   auto need = [&](const std::string& tmpl, std::string& out) {
     auto e = expand_template(tmpl, st.auth);
     if (!e) return st.fail(fmt::format("the connection's auth has no {} ({} auth)", e.missing, a.scheme));
@@ -598,6 +610,13 @@ awaitable<bool> poller::listing(scan_state& st, bool tombstones_only) {
     if (auto err = json::document::parse(resp->body, doc))
       co_return st.fail(fmt::format("GET {}: {}", st.redact(*url), *err));
     auto records = resolve_pointer(doc.root(), st.req.object->records);
+    // Some APIs answer an empty listing with null (Pipedrive's "data": null).
+    bool empty_listing = !records && !st.req.object->records.empty() &&
+                         !doc.root().at_pointer(st.req.object->records).error();
+    if (empty_listing) {
+      ++st.result.pages;
+      co_return true;
+    }
     if (!records || !records->is_array())
       co_return st.fail(fmt::format("GET {}: the response has no array of records at '{}'",
                                     st.redact(*url), st.req.object->records));

@@ -210,14 +210,16 @@ awaitable<std::vector<claimed_webhook>> feed_store::claim_due(std::string owner,
         " update webhooks w set lease_owner = {2}, lease_expires_at = {0} + interval '{3} seconds'"
         " from due where w.id = due.id"
         " returning w.id, w.workspace_id, w.connection_id, w.object_type, w.event,"
-        " coalesce(w.feed_id, 0), {4}, w.interval_minutes",
-        ts, limit, tx.quote(owner), lease.count(), millis_of("w.next_run_at")));
+        " coalesce(w.feed_id, 0), {4}, w.interval_minutes, {5}",
+        ts, limit, tx.quote(owner), lease.count(), millis_of("w.next_run_at"),
+        millis_of("coalesce(w.next_slot_at, w.next_run_at)")));
     tx.commit();
     std::vector<claimed_webhook> out;
     for (const auto& row : r)
       out.push_back({row[0].as<std::string>(), row[1].as<std::string>(), row[2].as<std::string>(),
                      row[3].as<std::string>(), row[4].as<std::string>(), row[5].as<std::int64_t>(),
-                     from_unix_millis(row[6].as<std::int64_t>()), row[7].as<double>()});
+                     from_unix_millis(row[6].as<std::int64_t>()),
+                     from_unix_millis(row[8].as<std::int64_t>()), row[7].as<double>()});
     return out;
   };
   co_return co_await db_.run(std::move(job));
@@ -282,14 +284,16 @@ std::string run_summary(const run_record& r) {
                         r.records_read, r.requests);
   else
     text += "shared a fresh poll, ";
-  text += fmt::format("{} changes, {} ms", r.changes, ms);
+  text += fmt::format("{} changes, {} deliveries", r.changes, r.delivered);
+  if (r.failed) text += fmt::format(", {} failed attempts", r.failed);
+  text += fmt::format(", {} ms", ms);
   if (!r.error.empty()) text += "; error: " + r.error;
   return text;
 }
 }  // namespace
 
 awaitable<void> feed_store::finish_run(claimed_webhook w, std::string owner, run_record run,
-                                       sys_time next_run_at) {
+                                       sys_time next_slot_at, sys_time next_run_at) {
   auto job = [=](pqxx::connection& c) {
     pqxx::work tx(c);
     json::writer summary;
@@ -302,12 +306,12 @@ awaitable<void> feed_store::finish_run(claimed_webhook w, std::string owner, run
         timestamp_sql(tx, run.started_at), timestamp_sql(tx, run.finished_at), tx.quote(run.status),
         run.polled, run.full_scan, run.records_read, run.changes, run.requests, tx.quote(run.error)));
     tx.exec0(fmt::format(
-        "update webhooks set checked_at = {0}, next_run_at = {1}, lease_owner = null, "
+        "update webhooks set checked_at = {0}, next_run_at = {1}, next_slot_at = {5}, lease_owner = null, "
         "lease_expires_at = null, runs = (select coalesce(jsonb_agg(e order by o), '[]'::jsonb) "
         "from jsonb_array_elements(jsonb_build_array({2}::jsonb) || runs) with ordinality t(e, o) "
         "where o <= 10) where id = {3} and lease_owner = {4}",
         timestamp_sql(tx, run.finished_at), timestamp_sql(tx, next_run_at),
-        tx.quote(summary.str()), tx.quote(w.id), tx.quote(owner)));
+        tx.quote(summary.str()), tx.quote(w.id), tx.quote(owner), timestamp_sql(tx, next_slot_at)));
     tx.commit();
   };
   co_await db_.run(std::move(job));

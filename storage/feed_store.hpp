@@ -19,7 +19,8 @@ struct claimed_webhook {
   std::string object_type;
   std::string event;
   std::int64_t feed_id = 0;  // 0: not assigned yet
-  sys_time scheduled_for{};  // the slot being run (next_run_at when claimed)
+  sys_time scheduled_for{};  // next_run_at when claimed (a poll slot or a delivery retry)
+  sys_time next_slot_at{};   // the poll slot: the feed is polled when it has come
   double interval_minutes = 60;
 };
 
@@ -32,6 +33,8 @@ struct run_record {
   std::int64_t records_read = 0;
   std::int64_t changes = 0;
   int requests = 0;
+  int delivered = 0;  // deliveries acknowledged in this run
+  int failed = 0;     // failed delivery attempts in this run
   std::string error;
 };
 
@@ -67,7 +70,7 @@ public:
   // Records the run, sets checked_at, runs, next_run_at and releases the lease (only if
   // `owner` still holds it).
   boost::asio::awaitable<void> finish_run(claimed_webhook w, std::string owner, run_record run,
-                                          sys_time next_run_at);
+                                          sys_time next_slot_at, sys_time next_run_at);
   // Extends the leases `owner` holds (long runs).
   boost::asio::awaitable<void> extend_leases(std::string owner, std::chrono::seconds lease);
   // Releases every lease `owner` holds (shutdown).

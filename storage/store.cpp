@@ -232,6 +232,26 @@ awaitable<std::optional<workspace>> store::find_workspace_by_key(std::string api
   co_return workspace{(*row)[0], (*row)[1], unseal(cipher_, (*row)[2]), (*row)[3]};
 }
 
+awaitable<std::string> store::workspace_secret(std::string workspace_id) {
+  auto job = [workspace_id](pqxx::connection& c) {
+    pqxx::read_transaction tx(c);
+    return tx.exec1("select secret_sealed from workspaces where id = " + tx.quote(workspace_id))[0]
+        .as<std::string>();
+  };
+  auto sealed = co_await db_.run(std::move(job));
+  co_return unseal(cipher_, sealed);
+}
+
+awaitable<std::optional<webhook>> store::get_webhook_by_id(std::string id) {
+  auto job = [&, id](pqxx::connection& conn) -> std::optional<webhook> {
+    pqxx::read_transaction tx(conn);
+    auto r = tx.exec("select " + webhook_columns + " from webhooks where id = " + tx.quote(id));
+    if (r.empty()) return std::nullopt;
+    return webhook_from_row(r[0], cipher_);
+  };
+  co_return co_await db_.run(std::move(job));
+}
+
 awaitable<connection> store::create_connection(connection c) {
   c.id = crypto::random_id();
   c.created_at = c.updated_at = clock_.now();
@@ -419,11 +439,13 @@ awaitable<std::optional<webhook>> store::create_webhook(webhook h, bool include_
     if (owner.empty()) return std::nullopt;
     tx.exec0(
         "insert into webhooks(id, workspace_id, connection_id, object_type, interval_minutes, "
-        "integration_type, event, include_all, next_run_at, created_at, updated_at) values (" +
+        "integration_type, event, include_all, initial_sync_done, next_run_at, next_slot_at, "
+        "created_at, updated_at) values (" +
         tx.quote(h.id) + ", " + tx.quote(h.workspace_id) + ", " + tx.quote(h.connection_id) +
         ", " + tx.quote(h.object_type) + ", " + tx.quote(json::format_number(h.interval)) + ", " +
         tx.quote(owner[0][0].as<std::string>()) + ", " + tx.quote(h.event) + ", " +
-        (include_all ? "true" : "false") + ", " + ts_param(tx, first_run) + ", " +
+        (include_all ? "true, false" : "false, true") + ", " + ts_param(tx, first_run) + ", " +
+        ts_param(tx, first_run) + ", " +
         ts_param(tx, h.created_at) + ", " + ts_param(tx, h.updated_at) + ")");
     assign_feed(tx, h.id, h.connection_id, h.object_type, pushed);
     auto row = tx.exec1("update webhooks set " + webhook_values_sql(tx, h, sealed) +

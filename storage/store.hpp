@@ -46,6 +46,10 @@ public:
   bootstrap_result bootstrap_workspace(const std::string& api_key, const std::string& secret);
 
   awaitable<std::optional<workspace>> find_workspace_by_key(std::string api_key);
+  // The workspace's signing secret (for payload signatures).
+  awaitable<std::string> workspace_secret(std::string workspace_id);
+  // Any webhook by id (the scheduler's view; no workspace check).
+  awaitable<std::optional<webhook>> get_webhook_by_id(std::string id);
 
   // Connections
   awaitable<connection> create_connection(connection c);
