@@ -22,7 +22,8 @@ void append_number(std::string& out, element e) {
   } else {
     double d = e.get_double().value_unsafe();
     if (d == 0) d = 0;  // -0 == 0
-    out += json::format_number(d);
+    if (d == std::trunc(d) && std::fabs(d) < 9.2e18) out += std::to_string(static_cast<std::int64_t>(d));
+    else out += json::format_number(d);
   }
 }
 
