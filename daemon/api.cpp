@@ -170,10 +170,12 @@ awaitable<net::response> api::route(context& ctx) {
     if (s[0] == "healthz") co_return json_response(200, R"({"status":"ok"})");
     co_return co_await readyz();
   }
-  bool known = s.size() >= 2 && s[0] == "unified" &&
-               ((s[1] == "webhook" && s.size() <= 4 && (s.size() < 4 || s[3] == "trigger")) ||
-                (s[1] == "connection" && s.size() <= 3) ||
-                (s[1] == "integration" && s.size() == 2));
+  bool workspace_path = s.size() == 2 && s[0] == "hookd" && s[1] == "workspace";
+  bool known = workspace_path ||
+               (s.size() >= 2 && s[0] == "unified" &&
+                ((s[1] == "webhook" && s.size() <= 4 && (s.size() < 4 || s[3] == "trigger")) ||
+                 (s[1] == "connection" && s.size() <= 3) ||
+                 (s[1] == "integration" && s.size() == 2)));
   if (!known) co_return error_response({404, "not_found", "", "no such endpoint: " + ctx.path});
 
   auto key = api_key_of(ctx.req);
@@ -185,6 +187,7 @@ awaitable<net::response> api::route(context& ctx) {
                                           : "invalid API key"});
   ctx.ws = std::move(*ws);
 
+  if (workspace_path) co_return co_await workspace_settings(ctx);
   if (s[1] == "integration") {
     if (method != http::verb::get) co_return error_response(method_not_allowed(ctx.req, "GET"));
     co_return integrations(ctx);
@@ -238,6 +241,46 @@ net::response api::integrations(context& ctx) const {
   }
   w.end_array();
   return json_response(200, w.take());
+}
+
+// ---- workspace settings (a hookd extension) ----
+
+awaitable<net::response> api::workspace_settings(context& ctx) {
+  auto method = ctx.req.method();
+  if (method == http::verb::patch || method == http::verb::put) {
+    if (auto e = parse_body(ctx.req, ctx.body)) co_return error_response(*e);
+    simdjson::dom::object members = ctx.body.root().get_object().value_unsafe();
+    std::optional<std::string> url;
+    for (auto [k, v] : members) {
+      if (k != "notification_url")
+        co_return error_response({400, "unknown_field", std::string(k),
+                                  fmt::format("unknown field '{}'; writable: notification_url", std::string_view(k))});
+      if (v.is_null()) url = "";
+      else if (!v.is_string())
+        co_return error_response(invalid_field("notification_url", "notification_url must be a string"));
+      else url = std::string(v.get_string().value_unsafe());
+    }
+    if (url && !url->empty()) {
+      if (auto why = check_http_url(*url))
+        co_return error_response(invalid_field("notification_url", "notification_url " + *why));
+      webhook probe;
+      probe.hook_url = *url;
+      if (auto e = co_await check_destination(probe)) {
+        e->field = "notification_url";
+        co_return error_response(*e);
+      }
+    }
+    if (url) {
+      co_await store_.set_notification_url(ctx.ws.id, *url);
+      ctx.ws.notification_url = *url;
+    }
+  } else if (method != http::verb::get) {
+    co_return error_response(method_not_allowed(ctx.req, "GET, PATCH, PUT"));
+  }
+  json::writer w;
+  w.begin_object().field("id", ctx.ws.id).field("name", ctx.ws.name);
+  w.field("notification_url", ctx.ws.notification_url).end_object();
+  co_return json_response(200, w.take());
 }
 
 // ---- webhooks ----

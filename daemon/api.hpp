@@ -37,6 +37,7 @@ private:
   boost::asio::awaitable<net::response> connections(context& ctx);
   boost::asio::awaitable<net::response> connection_item(context& ctx, const std::string& id);
   boost::asio::awaitable<net::response> readyz();
+  boost::asio::awaitable<net::response> workspace_settings(context& ctx);
   net::response integrations(context& ctx) const;
 
   boost::asio::awaitable<std::optional<api_error>> check_webhook_target(

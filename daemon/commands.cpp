@@ -185,7 +185,7 @@ int run_serve(const config& cfg) {
   auto db = open_database(cfg);
   system_clock clk;
   storage::store store(*db.executor, std::move(cipher), clk);
-  print_bootstrap(store.bootstrap_workspace(cfg.api_key, cfg.workspace_secret));
+  print_bootstrap(store.bootstrap_workspace(cfg.api_key, cfg.workspace_secret, cfg.notification_url));
 
   asio::io_context ioc(cfg.threads);
   api_options options;

@@ -4,6 +4,7 @@
 #include "daemon/config.hpp"
 
 #include "core/crypto.hpp"
+#include "core/validation.hpp"
 
 #include <arpa/inet.h>
 #include <pwd.h>
@@ -324,6 +325,12 @@ const std::vector<key_spec>& key_specs() {
       {"data_dir", false, [](config& c, v x) { c.data_dir = string_value(x); }},
       {"api_key", true, [](config& c, v x) { c.api_key = parse_secret(x); }},
       {"workspace_secret", true, [](config& c, v x) { c.workspace_secret = parse_secret(x); }},
+      {"notification_url", false,
+       [](config& c, v x) {
+         c.notification_url = string_value(x);
+         if (!c.notification_url.empty())
+           if (auto why = check_http_url(c.notification_url)) throw value_error(*why);
+       }},
       {"encryption_key", true, [](config& c, v x) { c.encryption_key = parse_encryption_key(x); }},
       {"min_interval_seconds", false,
        [](config& c, v x) { c.min_interval_seconds = number_at_least(x, 1); }},

@@ -21,6 +21,7 @@ struct config {
   std::filesystem::path data_dir;             // default: /var/lib/hookd as root, else ~/.local/share/hookd
   std::string api_key;                        // bootstrap workspace key (secret)
   std::string workspace_secret;               // bootstrap workspace signing secret (secret)
+  std::string notification_url;               // bootstrap workspace: WEBHOOK_UNHEALTHY / WEBHOOK_PAUSED events
   std::string encryption_key;                 // base64 of 32 bytes (secret); default: <data_dir>/encryption.key
   double min_interval_seconds = 60;
   int max_page_limit = 1000;

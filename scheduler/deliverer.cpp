@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/crypto.hpp"
+#include "core/json.hpp"
 #include "core/logging.hpp"
 #include "delivery/batch.hpp"
 #include "delivery/signing.hpp"
@@ -81,8 +82,30 @@ awaitable<std::optional<storage::pending_delivery>> deliverer::next_delivery(
   }
 }
 
-awaitable<bool> deliverer::send(const webhook& hook, const std::string& secret,
+awaitable<void> deliverer::notify(const webhook& hook, const storage::workspace& ws,
+                                  std::string_view type, std::string_view reason) {
+  if (ws.notification_url.empty()) co_return;
+  json::writer data;
+  data.begin_array().begin_object().field("webhook_id", hook.id).field("reason", reason).end_object().end_array();
+  auto id = new_delivery_id();
+  auto body = delivery::build_body(data.str(), to_json(hook), type, crypto::random_token(12), ws.secret);
+  auto timestamp = to_unix_millis(clock_.now()) / 1000;
+  net::client_request req{"POST", ws.notification_url,
+                          {{"content-type", "application/json"},
+                           {"webhook-id", id},
+                           {"webhook-timestamp", std::to_string(timestamp)},
+                           {"webhook-signature", delivery::standard_signature(ws.secret, id, timestamp, body)}},
+                          body, std::nullopt};
+  auto result = co_await client_.send(req);
+  log_event(spdlog::level::info, "notification",
+            {{"webhook_id", hook.id}, {"type", type},
+             {"status", result ? static_cast<int>(result.response->status) : 0},
+             {"error", result ? std::string() : result.error->message}});
+}
+
+awaitable<bool> deliverer::send(const webhook& hook, const storage::workspace& ws,
                                 storage::pending_delivery d, delivery_report& report) {
+  const auto& secret = ws.secret;
   auto now = clock_.now();
   auto timestamp = to_unix_millis(now) / 1000;
   net::client_request req{"POST", hook.hook_url,
@@ -131,7 +154,14 @@ awaitable<bool> deliverer::send(const webhook& hook, const std::string& secret,
     report.retry_at = next;
   }
   co_await deliveries_.failed(hook.id, d, attempt, next, pause, options_.unhealthy_after);
-  if (!pause.empty()) spdlog::warn("webhook {} paused: {}", hook.id, pause);
+  // Deliveries are sequential, so the attempts of this delivery are the consecutive failures.
+  if (attempt.attempt == options_.unhealthy_after)
+    co_await notify(hook, ws, "WEBHOOK_UNHEALTHY",
+                    fmt::format("{} consecutive failed deliveries; last: {}", attempt.attempt, attempt.error));
+  if (!pause.empty()) {
+    spdlog::warn("webhook {} paused: {}", hook.id, pause);
+    co_await notify(hook, ws, "WEBHOOK_PAUSED", pause);
+  }
   co_return false;
 }
 
@@ -140,7 +170,8 @@ awaitable<delivery_report> deliverer::deliver(std::string webhook_id) {
   auto hook = co_await store_.get_webhook_by_id(webhook_id);
   // Database sync (db_url without hook_url) is not delivered over HTTP.
   if (!hook || hook->is_paused || hook->hook_url.empty()) co_return report;
-  auto secret = co_await store_.workspace_secret(hook->workspace_id);
+  auto ws = co_await store_.workspace_by_id(hook->workspace_id);
+  const auto& secret = ws.secret;
   for (int i = 0; i < options_.max_deliveries_per_run; ++i) {
     auto pending = co_await deliveries_.pending(webhook_id);
     if (pending && pending->next_attempt_at > clock_.now()) {
@@ -152,7 +183,7 @@ awaitable<delivery_report> deliverer::deliver(std::string webhook_id) {
       pending = co_await next_delivery(*hook, secret, idle);
       if (!pending) break;
     }
-    if (!co_await send(*hook, secret, *pending, report)) break;
+    if (!co_await send(*hook, ws, *pending, report)) break;
   }
   co_return report;
 }

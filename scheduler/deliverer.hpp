@@ -39,8 +39,12 @@ public:
 private:
   boost::asio::awaitable<std::optional<storage::pending_delivery>> next_delivery(
       const webhook& hook, const std::string& secret, bool& idle);
-  boost::asio::awaitable<bool> send(const webhook& hook, const std::string& secret,
+  boost::asio::awaitable<bool> send(const webhook& hook, const storage::workspace& ws,
                                     storage::pending_delivery d, delivery_report& report);
+  // WEBHOOK_UNHEALTHY / WEBHOOK_PAUSED to the workspace's notification URL, signed like a
+  // delivery; best effort (one attempt).
+  boost::asio::awaitable<void> notify(const webhook& hook, const storage::workspace& ws,
+                                      std::string_view type, std::string_view reason);
 
   net::http_client& client_;
   storage::store& store_;

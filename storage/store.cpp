@@ -174,7 +174,8 @@ workspace store::create_workspace(const std::string& name, const std::string& ap
 }
 
 store::bootstrap_result store::bootstrap_workspace(const std::string& api_key,
-                                                   const std::string& secret) {
+                                                   const std::string& secret,
+                                                   const std::string& notification_url) {
   bootstrap_result out;
   std::string key = api_key;
   std::string sec = secret;
@@ -207,12 +208,15 @@ store::bootstrap_result store::bootstrap_workspace(const std::string& api_key,
                ", " + tx.quote(bootstrap_workspace_id) + ", " + configured +
                ") on conflict (key_hash) do nothing");
     }
+    if (!notification_url.empty())
+      tx.exec0("update workspaces set notification_url = " + tx.quote(notification_url) +
+               " where id = " + tx.quote(bootstrap_workspace_id));
     auto r = tx.exec1("select secret_sealed from workspaces where id = " +
                       tx.quote(bootstrap_workspace_id));
     tx.commit();
     return r[0].as<std::string>();
   });
-  out.ws = {bootstrap_workspace_id, "default", unseal(cipher_, stored_secret), ""};
+  out.ws = {bootstrap_workspace_id, "default", unseal(cipher_, stored_secret), notification_url};
   return out;
 }
 
@@ -232,14 +236,26 @@ awaitable<std::optional<workspace>> store::find_workspace_by_key(std::string api
   co_return workspace{(*row)[0], (*row)[1], unseal(cipher_, (*row)[2]), (*row)[3]};
 }
 
-awaitable<std::string> store::workspace_secret(std::string workspace_id) {
+awaitable<workspace> store::workspace_by_id(std::string workspace_id) {
   auto job = [workspace_id](pqxx::connection& c) {
     pqxx::read_transaction tx(c);
-    return tx.exec1("select secret_sealed from workspaces where id = " + tx.quote(workspace_id))[0]
-        .as<std::string>();
+    auto r = tx.exec1("select id, name, secret_sealed, notification_url from workspaces where id = " +
+                      tx.quote(workspace_id));
+    return std::array<std::string, 4>{r[0].as<std::string>(), r[1].as<std::string>(),
+                                      r[2].as<std::string>(), r[3].as<std::string>()};
   };
-  auto sealed = co_await db_.run(std::move(job));
-  co_return unseal(cipher_, sealed);
+  auto row = co_await db_.run(std::move(job));
+  co_return workspace{row[0], row[1], unseal(cipher_, row[2]), row[3]};
+}
+
+awaitable<void> store::set_notification_url(std::string workspace_id, std::string url) {
+  auto job = [workspace_id, url](pqxx::connection& c) {
+    pqxx::work tx(c);
+    tx.exec0("update workspaces set notification_url = " + tx.quote(url) + " where id = " +
+             tx.quote(workspace_id));
+    tx.commit();
+  };
+  co_await db_.run(std::move(job));
 }
 
 awaitable<std::optional<webhook>> store::get_webhook_by_id(std::string id) {

@@ -43,11 +43,13 @@ public:
     std::optional<std::string> generated_api_key;
     std::optional<std::string> generated_secret;
   };
-  bootstrap_result bootstrap_workspace(const std::string& api_key, const std::string& secret);
+  bootstrap_result bootstrap_workspace(const std::string& api_key, const std::string& secret,
+                                       const std::string& notification_url = "");
 
   awaitable<std::optional<workspace>> find_workspace_by_key(std::string api_key);
-  // The workspace's signing secret (for payload signatures).
-  awaitable<std::string> workspace_secret(std::string workspace_id);
+  // The workspace with its signing secret (for payload signatures) and notification URL.
+  awaitable<workspace> workspace_by_id(std::string workspace_id);
+  awaitable<void> set_notification_url(std::string workspace_id, std::string url);
   // Any webhook by id (the scheduler's view; no workspace check).
   awaitable<std::optional<webhook>> get_webhook_by_id(std::string id);
 

@@ -81,7 +81,7 @@ TEST_CASE("canonical JSON: large integral numbers are one number whatever their 
   for (const char* a : {"1000000000000000", "2000000000000000", "9007199254740992",
                         "100000000000000000"}) {
     const auto as_int = canon(fmt::format(R"({{"n":{}}})", a));
-    CHECK_MESSAGE(canon(fmt::format(R"({{"n":{}.0}})", a)) == as_int, a, ".0");
+    CHECK_MESSAGE(canon(fmt::format(R"({{"n":{}.0}})", a)) == as_int, std::string(a) + ".0");
   }
   CHECK(canon(R"({"n":1e15})") == canon(R"({"n":1000000000000000})"));
   CHECK(canon(R"({"n":2.5e15})") == canon(R"({"n":2500000000000000})"));
@@ -252,7 +252,8 @@ world random_world(rng_t& rng, int& next_id) {
     if (chance(rng, 0.25)) {
       mutate(it->second, rng);
       if (chance(rng, 0.3)) mutate(it->second, rng);
-      w.expected.updated.insert(it->first);
+      // Two mutations may cancel out (a flag toggled twice): then it is no update.
+      if (!it->second.same_content(w.before.at(it->first))) w.expected.updated.insert(it->first);
     }
     ++it;
   }
@@ -342,8 +343,17 @@ std::unordered_set<std::string> scan_pages(const std::vector<std::vector<observe
   return seen;
 }
 
+std::string join(const std::set<std::string>& s) {
+  std::string out;
+  for (const auto& x : s) out += (out.empty() ? "" : ",") + x;
+  return out;
+}
+
 void check_exactly(const event_log& events, const truth& t, const std::string& what) {
   INFO(what);
+  INFO("created: ", join(events.of(change_kind::created)), " want ", join(t.created));
+  INFO("updated: ", join(events.of(change_kind::updated)), " want ", join(t.updated));
+  INFO("deleted: ", join(events.of(change_kind::deleted)), " want ", join(t.deleted));
   CHECK(events.of(change_kind::created) == t.created);
   CHECK(events.of(change_kind::updated) == t.updated);
   CHECK(events.of(change_kind::deleted) == t.deleted);

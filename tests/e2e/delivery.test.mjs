@@ -1,0 +1,646 @@
+// End-to-end tests of delivery (issue 5): the real daemon, the real json-server@0.17.4 as the
+// source, a real HTTP(S) receiver (tests/fixtures/receiver.mjs), PostgreSQL (HOOKD_TEST_DATABASE_URL)
+// queried with psql for what the API does not show (cursors, deliveries, attempts).
+//
+//   HOOKD_TEST_DATABASE_URL=postgresql://... node --test --test-concurrency=1 tests/e2e/delivery.test.mjs
+//
+// Every test starts its own daemon (with the configuration it needs: retry schedule, CA file,
+// private destinations), its own json-server and receiver, and removes what it made. Webhooks
+// poll every 0.05 minute (HOOKD_MIN_INTERVAL_SECONDS=1); retries wait about a second.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile, execFileSync } from 'node:child_process';
+import crypto from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { Webhook } from 'standardwebhooks';
+
+import {
+  createWorkspace, makeRequest, makeTempDir, removeDir, sleep, startDaemon, testDatabaseUrl, uniqueName,
+} from './daemon.mjs';
+import { startReceiver } from '../fixtures/receiver.mjs';
+import { contact, startJsonServer } from '../fixtures/json_server.mjs';
+import { makeTestPki } from '../fixtures/tls.mjs';
+
+const TEST_TIMEOUT = 60_000;
+const INTERVAL = 0.05; // minutes: a poll every 3 s
+const FAST_RETRIES = Array(12).fill('1').join(','); // 12 retries, one second apart
+
+// Fails loudly (never skips) when the database is not configured.
+const DATABASE_URL = testDatabaseUrl();
+
+// ---------------------------------------------------------------------------------------------
+// helpers
+
+/** Runs SQL through psql; resolves the rows as objects (json_agg of the query). */
+function sql(query) {
+  return new Promise((resolve, reject) => {
+    execFile(
+      'psql',
+      [DATABASE_URL, '-XAtq', '-v', 'ON_ERROR_STOP=1', '-c', `select coalesce(json_agg(t), '[]'::json) from (${query}) t`],
+      { timeout: 15_000 },
+      (err, stdout, stderr) => {
+        if (err) reject(new Error(`psql: ${query}\n${stderr || err.message}`));
+        else resolve(JSON.parse(stdout.trim()));
+      },
+    );
+  });
+}
+
+const q = (s) => `'${String(s).replace(/'/g, "''")}'`;
+
+/** Waits until fn() resolves truthy; throws naming `what` (and the daemon's log tail) otherwise. */
+async function until(fn, { timeoutMs = 20_000, what = 'the condition', daemon, every = 100 } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    last = await fn();
+    if (last) return last;
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}` + (daemon ? `\n--- hookd log tail ---\n${daemon.logs().slice(-4000)}` : ''));
+    }
+    await sleep(every);
+  }
+}
+
+/** The exact bytes of the body's `data` array (hookd writes `{"data":` first). */
+function dataArrayText(raw) {
+  const prefix = '{"data":';
+  assert.ok(raw.startsWith(prefix), `the body starts with {"data": ${raw.slice(0, 80)}`);
+  let depth = 0;
+  let inString = false;
+  let escaped = false;
+  for (let i = prefix.length; i < raw.length; i++) {
+    const c = raw[i];
+    if (inString) {
+      if (escaped) escaped = false;
+      else if (c === '\\') escaped = true;
+      else if (c === '"') inString = false;
+      continue;
+    }
+    if (c === '"') inString = true;
+    else if (c === '[' || c === '{') depth++;
+    else if (c === ']' || c === '}') {
+      depth--;
+      if (depth === 0) return raw.slice(prefix.length, i + 1);
+    }
+  }
+  throw new Error(`no complete data array in ${raw.slice(0, 200)}`);
+}
+
+const ids = (reqs) => reqs.flatMap((r) => (r.json?.data ?? []).map((x) => x.id));
+const nowIso = () => new Date().toISOString();
+
+let ws; // the workspace this file works in (its own API key and whsec_ signing secret)
+
+before(async () => {
+  ws = await createWorkspace(uniqueName('delivery-e2e'));
+  assert.match(ws.workspaceSecret, /^whsec_[A-Za-z0-9+/]+=*$/, 'hookd workspace create prints a whsec_ secret');
+});
+
+/**
+ * One test's world: a daemon (env overrides on top of the fast defaults), the real json-server
+ * with `collections`, a receiver, a jsonserver connection. Everything is removed by cleanup().
+ */
+async function world({ env = {}, collections = { contacts: [] }, receiver = {} } = {}) {
+  const w = { cleanups: [] };
+  w.cleanup = async () => {
+    for (const fn of w.cleanups.reverse()) {
+      try {
+        await fn();
+      } catch {
+        /* best effort */
+      }
+    }
+  };
+  try {
+    w.src = await startJsonServer(collections);
+    w.cleanups.push(() => w.src.close());
+    w.rx = await startReceiver(receiver);
+    w.cleanups.push(() => w.rx.close());
+    w.daemon = await startHookd(env);
+    w.cleanups.push(() => w.daemon.stop());
+    w.api = w.daemon.api;
+    const c = await w.api('POST', '/unified/connection', {
+      body: { integration_type: 'jsonserver', auth: { api_url: w.src.url } },
+    });
+    assert.equal(c.status, 200, `POST /unified/connection -> ${c.status} ${c.text}`);
+    w.connectionId = c.json.id;
+    // Deleting the connection deletes its webhooks: the shared database stays clean. Through
+    // whichever daemon is current (a test may restart it).
+    w.cleanups.splice(1, 0, async () => {
+      await sql(`delete from connections where id = ${q(w.connectionId)}`);
+    });
+  } catch (e) {
+    await w.cleanup();
+    throw e;
+  }
+  return w;
+}
+
+async function startHookd(env = {}, options = {}) {
+  const daemon = await startDaemon({
+    ...options,
+    env: { HOOKD_MIN_INTERVAL_SECONDS: '1', HOOKD_RETRY_SCHEDULE: FAST_RETRIES, ...env },
+  });
+  daemon.api = makeRequest(daemon.url, ws.apiKey, daemon);
+  return daemon;
+}
+
+async function createWebhook(w, body, query = '') {
+  const r = await w.api('POST', `/unified/webhook${query}`, {
+    body: { connection_id: w.connectionId, object_type: 'crm_contact', interval: INTERVAL, ...body },
+  });
+  assert.equal(r.status, 200, `POST /unified/webhook${query} ${JSON.stringify(body)} -> ${r.status} ${r.text}`);
+  return r.json;
+}
+
+async function getWebhook(w, id) {
+  const r = await w.api('GET', `/unified/webhook/${id}`);
+  assert.equal(r.status, 200, `GET /unified/webhook/${id} -> ${r.status} ${r.text}`);
+  return r.json;
+}
+
+async function trigger(w, id) {
+  const r = await w.api('PUT', `/unified/webhook/${id}/trigger`);
+  assert.equal(r.status, 200, `PUT /unified/webhook/${id}/trigger -> ${r.status} ${r.text}`);
+}
+
+/** The webhook's row joined with its feed: cursor_seq, head_seq, baseline_done, ... */
+async function state(webhookId) {
+  const rows = await sql(
+    `select w.cursor_seq, w.is_healthy, w.is_paused, w.paused_reason, w.consecutive_failures,
+            f.head_seq, f.baseline_done
+       from webhooks w left join feeds f on f.id = w.feed_id where w.id = ${q(webhookId)}`,
+  );
+  assert.equal(rows.length, 1, `webhook ${webhookId} is in the database`);
+  return rows[0];
+}
+
+/** Waits for the first poll of the webhook's feed (the baseline, which emits nothing). */
+async function baseline(w, webhookId) {
+  await until(async () => (await state(webhookId)).baseline_done, { what: `the baseline of webhook ${webhookId}'s feed`, daemon: w.daemon });
+}
+
+/** Waits until every webhook has finished `n` more runs (polls) than now. */
+async function moreRuns(w, webhookIds, n = 2) {
+  const count = async () => {
+    const rows = await sql(
+      `select webhook_id, count(*)::int as n from webhook_runs where webhook_id in (${webhookIds.map(q).join(',')}) group by webhook_id`,
+    );
+    return Object.fromEntries(rows.map((r) => [r.webhook_id, r.n]));
+  };
+  const start = await count();
+  await until(
+    async () => {
+      const now = await count();
+      return webhookIds.every((id) => (now[id] ?? 0) >= (start[id] ?? 0) + n);
+    },
+    { what: `${n} more runs of ${webhookIds.join(', ')}`, daemon: w.daemon },
+  );
+}
+
+async function attempts(webhookId) {
+  return sql(
+    `select delivery_id, attempt, status, latency_ms, error from delivery_attempts
+      where webhook_id = ${q(webhookId)} order by at, id`,
+  );
+}
+
+function assertPayloadShape(req, hook, type = 'VIRTUAL') {
+  const where = `${req.method} ${req.path} #${req.index}`;
+  assert.equal(req.method, 'POST', where);
+  assert.match(req.headers['content-type'] ?? '', /^application\/json\b/, `${where}: content-type`);
+  const b = req.json;
+  assert.ok(b && typeof b === 'object', `${where}: the body is JSON: ${req.rawBody.slice(0, 200)}`);
+  for (const k of ['data', 'webhook', 'nonce', 'sig', 'sig256', 'type']) assert.ok(k in b, `${where}: body has "${k}": ${req.rawBody.slice(0, 300)}`);
+  assert.ok(Array.isArray(b.data), `${where}: data is an array`);
+  assert.equal(b.type, type, `${where}: type`);
+  assert.equal(typeof b.nonce, 'string');
+  assert.ok(b.nonce.length >= 8, `${where}: a random nonce: ${b.nonce}`);
+  assert.match(b.sig, /^[A-Za-z0-9+/]{27}=$/, `${where}: sig is base64 of 20 bytes`);
+  assert.match(b.sig256, /^[A-Za-z0-9+/]{43}=$/, `${where}: sig256 is base64 of 32 bytes`);
+  assert.equal(b.webhook.id, hook.id, `${where}: webhook.id`);
+  assert.equal(b.webhook.connection_id, hook.connection_id, `${where}: webhook.connection_id`);
+  assert.equal(b.webhook.object_type, hook.object_type, `${where}: webhook.object_type`);
+  assert.equal(b.webhook.event, hook.event, `${where}: webhook.event`);
+  assert.equal(b.webhook.hook_url, hook.hook_url, `${where}: webhook.hook_url`);
+  assert.match(req.headers['webhook-id'] ?? '', /^\S+$/, `${where}: webhook-id header`);
+  assert.match(req.headers['webhook-timestamp'] ?? '', /^\d+$/, `${where}: webhook-timestamp header`);
+  assert.match(req.headers['webhook-signature'] ?? '', /^v1,/, `${where}: webhook-signature header`);
+}
+
+/** Verifies both signatures of a delivery with the workspace secret (README "Verifying signatures"). */
+function verifySignatures(req, secret) {
+  const where = `${req.path} #${req.index} (webhook-id ${req.headers['webhook-id']})`;
+  // Standard Webhooks, with the library, unchanged.
+  let verified;
+  assert.doesNotThrow(() => {
+    verified = new Webhook(secret).verify(req.rawBody, {
+      'webhook-id': req.headers['webhook-id'],
+      'webhook-timestamp': req.headers['webhook-timestamp'],
+      'webhook-signature': req.headers['webhook-signature'],
+    });
+  }, `${where}: standardwebhooks verifies webhook-signature`);
+  assert.deepEqual(verified, req.json, `${where}: the verified payload is the body`);
+  // Unified's sig/sig256: HMAC(secret as UTF-8, exact data array bytes + nonce), base64.
+  const data = dataArrayText(req.rawBody);
+  assert.deepEqual(JSON.parse(data), req.json.data, `${where}: the data slice is the data array`);
+  const message = Buffer.concat([Buffer.from(data, 'utf8'), Buffer.from(req.json.nonce, 'utf8')]);
+  const sig = crypto.createHmac('sha1', Buffer.from(secret, 'utf8')).update(message).digest('base64');
+  const sig256 = crypto.createHmac('sha256', Buffer.from(secret, 'utf8')).update(message).digest('base64');
+  assert.equal(req.json.sig, sig, `${where}: sig = base64(HMAC-SHA1(secret, data + nonce))`);
+  assert.equal(req.json.sig256, sig256, `${where}: sig256 = base64(HMAC-SHA256(secret, data + nonce))`);
+  // The README's own snippet agrees.
+  const start = req.rawBody.indexOf('"data":') + 7;
+  const end = req.rawBody.lastIndexOf(',"webhook":');
+  assert.equal(req.rawBody.slice(start, end), data, `${where}: README's data slice`);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+describe('delivery end to end (issue 5)', () => {
+  test('1. created, updated and deleted webhooks each receive exactly their changes; payload shape, raw and fields', { timeout: TEST_TIMEOUT }, async () => {
+    const w = await world({
+      collections: { contacts: [contact(1, 'Ada Lovelace'), contact(2, 'Alan Turing'), contact(3, 'Edsger Dijkstra'), contact(4, 'Barbara Liskov')] },
+    });
+    try {
+      const hooks = {};
+      for (const event of ['created', 'updated', 'deleted']) {
+        hooks[event] = await createWebhook(w, { event, hook_url: `${w.rx.url}/${event}` });
+        assert.equal(hooks[event].event, event);
+      }
+      hooks.fields = await createWebhook(w, { event: 'updated', hook_url: `${w.rx.url}/fields`, fields: 'name,raw' });
+      hooks.emails = await createWebhook(w, { event: 'created', hook_url: `${w.rx.url}/emails`, fields: 'emails' });
+      const all = Object.values(hooks).map((h) => h.id);
+      await baseline(w, hooks.created.id);
+      await moreRuns(w, all, 1); // every webhook ran once after the baseline: nothing was sent
+      assert.equal(w.rx.requests.length, 0, `the baseline emits nothing: ${w.rx.requests.map((r) => r.rawBody).join('\n')}`);
+
+      // Changes through json-server's own API.
+      const grace = contact(100, 'Grace Hopper', { created_at: nowIso(), updated_at: nowIso() });
+      await w.src.create('contacts', grace);
+      await w.src.patch('contacts', '1', { name: 'Ada King', updated_at: nowIso() });
+      const ada = await w.src.get('contacts', '1');
+      const alan = await w.src.get('contacts', '2');
+      await w.src.remove('contacts', '2');
+
+      const want = { created: ['100'], updated: ['1'], deleted: ['2'], fields: ['1'], emails: ['100'] };
+      await w.rx.waitFor(
+        () => Object.entries(want).every(([k, v]) => ids(w.rx.requestsTo(`/${k}`)).length >= v.length),
+        { timeoutMs: 25_000, what: 'the created, updated and deleted deliveries', logs: w.daemon.logs },
+      );
+      // Nothing else arrives in the next runs.
+      await moreRuns(w, all, 2);
+      for (const [k, v] of Object.entries(want)) {
+        assert.deepEqual(ids(w.rx.requestsTo(`/${k}`)), v, `/${k} received exactly its changes`);
+      }
+      assert.equal(w.rx.requests.length, 5, `one POST per webhook:\n${w.rx.requests.map((r) => `${r.path} ${r.rawBody.slice(0, 200)}`).join('\n')}`);
+
+      for (const k of Object.keys(want)) assertPayloadShape(w.rx.requestsTo(`/${k}`)[0], hooks[k]);
+
+      const [created] = w.rx.requestsTo('/created')[0].json.data;
+      assert.equal(created.name, 'Grace Hopper');
+      assert.deepEqual(created.emails, grace.emails);
+      assert.deepEqual(created.telephones, grace.telephones);
+      assert.ok(!('raw' in created), 'raw is absent by default');
+      const [updated] = w.rx.requestsTo('/updated')[0].json.data;
+      assert.equal(updated.name, 'Ada King', 'the updated record in its new state');
+      assert.deepEqual(updated.emails, ada.emails);
+      assert.ok(!('raw' in updated), 'raw is absent by default');
+      const [deleted] = w.rx.requestsTo('/deleted')[0].json.data;
+      assert.equal(deleted.name, 'Alan Turing', 'a deleted record carries its last known state');
+      assert.deepEqual(deleted.emails, alan.emails, 'a deleted record carries its last known state');
+      assert.ok(!('raw' in deleted), 'raw is absent by default');
+
+      // fields "name,raw": id always, name, raw (the source's own record); nothing else.
+      const [projected] = w.rx.requestsTo('/fields')[0].json.data;
+      assert.deepEqual(Object.keys(projected).sort(), ['id', 'name', 'raw'], `fields=name,raw: ${JSON.stringify(projected)}`);
+      assert.equal(projected.name, 'Ada King');
+      assert.deepEqual(projected.raw, ada, 'raw is the json-server record');
+      const [emailsOnly] = w.rx.requestsTo('/emails')[0].json.data;
+      assert.deepEqual(emailsOnly, { id: '100', emails: grace.emails }, 'fields=emails: id and emails only');
+
+      // Every change acknowledged: each cursor at its feed's head, nothing outstanding.
+      for (const id of all) {
+        const s = await state(id);
+        assert.equal(Number(s.cursor_seq), Number(s.head_seq), `webhook ${id}: the cursor reached the head`);
+      }
+      assert.deepEqual(await sql(`select id from deliveries where webhook_id in (${all.map(q).join(',')})`), []);
+    } finally {
+      await w.cleanup();
+    }
+  });
+
+  test('2. include_all with 5 records and page_max_limit 2: PARTIAL, PARTIAL, COMPLETE, then VIRTUAL with nothing repeated or missed', { timeout: TEST_TIMEOUT }, async () => {
+    const five = [1, 2, 3, 4, 5].map((i) => contact(i, `Person Number${i}`));
+    const w = await world({ collections: { contacts: five } });
+    try {
+      const hook = await createWebhook(w, { event: 'created', hook_url: `${w.rx.url}/all`, page_max_limit: 2 }, '?include_all=true');
+      assert.equal(hook.page_max_limit, 2);
+      const initial = await w.rx.waitFor((r) => r.length >= 3 && r.slice(0, 3), { timeoutMs: 25_000, what: 'three initial pages', logs: w.daemon.logs });
+      assert.deepEqual(initial.map((r) => r.json?.type), ['INITIAL-PARTIAL', 'INITIAL-PARTIAL', 'INITIAL-COMPLETE']);
+      assert.deepEqual(initial.map((r) => r.json.data.length), [2, 2, 1]);
+      const initialIds = ids(initial);
+      assert.deepEqual([...initialIds].sort(), ['1', '2', '3', '4', '5'], `every record exactly once: ${initialIds}`);
+      assert.equal(new Set(initial.map((r) => r.headers['webhook-id'])).size, 3, 'three deliveries, three webhook-ids');
+      for (const r of initial) assertPayloadShape(r, hook, r.json.type);
+      const byId = Object.fromEntries(initial.flatMap((r) => r.json.data).map((x) => [x.id, x]));
+      for (const c of five) assert.equal(byId[c.id].name, c.name);
+
+      // A later change arrives as VIRTUAL; nothing is repeated.
+      await w.src.create('contacts', contact(6, 'Person Number6', { created_at: nowIso(), updated_at: nowIso() }));
+      await w.src.patch('contacts', '3', { name: 'Person Renamed', updated_at: nowIso() }); // not a creation
+      await w.rx.waitFor((r) => r.length >= 4, { timeoutMs: 20_000, what: 'the VIRTUAL delivery', logs: w.daemon.logs });
+      await moreRuns(w, [hook.id], 2);
+      assert.equal(w.rx.requests.length, 4, `3 initial pages and one VIRTUAL:\n${w.rx.requests.map((r) => r.rawBody.slice(0, 200)).join('\n')}`);
+      const [virtual] = w.rx.requests.slice(3);
+      assertPayloadShape(virtual, hook, 'VIRTUAL');
+      assert.deepEqual(ids([virtual]), ['6']);
+      assert.deepEqual([...ids(w.rx.requests)].sort(), ['1', '2', '3', '4', '5', '6'], 'nothing repeated or missed');
+    } finally {
+      await w.cleanup();
+    }
+  });
+
+  test('3. webhook-signature verifies with standardwebhooks; sig and sig256 are HMAC-SHA1/SHA256 of data + nonce', { timeout: TEST_TIMEOUT }, async () => {
+    const w = await world({ collections: { contacts: [contact(1, 'Ada Lovelace'), contact(2, 'Alan Turing')] } });
+    try {
+      const hook = await createWebhook(w, { event: 'created', hook_url: `${w.rx.url}/sig` });
+      const upd = await createWebhook(w, { event: 'updated', hook_url: `${w.rx.url}/sig-updated`, fields: 'name,raw' });
+      await baseline(w, hook.id);
+      // Non-ASCII text, quotes, backslashes, slashes: the signatures cover the exact bytes sent.
+      await w.src.create('contacts', contact(7, 'Zoë Ågren-Łukasiewicz', {
+        title: 'Chief "Quotes" \\ Officer </script> ✓ 🚀',
+        created_at: nowIso(),
+        updated_at: nowIso(),
+      }));
+      await w.src.patch('contacts', '1', { name: 'Ada 😀 King', updated_at: nowIso() });
+      await w.rx.waitFor((r) => r.length >= 2, { what: 'the two deliveries', logs: w.daemon.logs });
+      for (const r of w.rx.requests) {
+        verifySignatures(r, ws.workspaceSecret);
+        const ts = Number(r.headers['webhook-timestamp']);
+        assert.ok(Math.abs(ts - r.at / 1000) < 30, `webhook-timestamp ${ts} is unix seconds, now`);
+      }
+      const created = w.rx.requestsTo('/sig')[0].json.data[0];
+      assert.equal(created.name, 'Zoë Ågren-Łukasiewicz');
+      assert.equal(created.title, 'Chief "Quotes" \\ Officer </script> ✓ 🚀');
+      assert.equal(w.rx.requestsTo('/sig-updated')[0].json.data[0].name, 'Ada 😀 King');
+
+      // The check is real: another secret, or a changed byte, fails.
+      const r = w.rx.requests[0];
+      const headers = { 'webhook-id': r.headers['webhook-id'], 'webhook-timestamp': r.headers['webhook-timestamp'], 'webhook-signature': r.headers['webhook-signature'] };
+      assert.throws(() => new Webhook(`whsec_${crypto.randomBytes(24).toString('base64')}`).verify(r.rawBody, headers));
+      assert.throws(() => new Webhook(ws.workspaceSecret).verify(r.rawBody.replace('"data":[', '"data":[ '), headers));
+      // Another workspace's deliveries are signed with its own secret, not this one.
+      assert.notEqual(w.daemon.workspaceSecret, ws.workspaceSecret);
+    } finally {
+      await w.cleanup();
+    }
+  });
+
+  test('4. 500, 500, 200: same webhook-id and body three times, the cursor moves once; is_healthy after 3 failures and back', { timeout: TEST_TIMEOUT }, async () => {
+    const w = await world({ collections: { contacts: [contact(1, 'Ada Lovelace'), contact(2, 'Alan Turing')] } });
+    try {
+      const hook = await createWebhook(w, { event: 'created', hook_url: `${w.rx.url}/retry` });
+      await baseline(w, hook.id);
+      const c0 = Number((await state(hook.id)).cursor_seq);
+      const seen = []; // the webhook's state when each attempt arrives (the previous one is recorded)
+      const observe = (status) => async () => {
+        const s = await state(hook.id);
+        const g = await getWebhook(w, hook.id);
+        seen.push({ cursor: Number(s.cursor_seq), head: Number(s.head_seq), failures: s.consecutive_failures, healthy: g.is_healthy });
+        return { status };
+      };
+      w.rx.script('/retry', observe(500), observe(500), observe(200));
+      await w.src.create('contacts', contact(10, 'Grace Hopper', { created_at: nowIso(), updated_at: nowIso() }));
+      const three = await w.rx.waitFor((r) => r.length >= 3 && r, { what: 'three attempts', logs: w.daemon.logs });
+      const ok = await until(async () => {
+        const s = await state(hook.id);
+        return Number(s.cursor_seq) !== c0 && s;
+      }, { what: 'the cursor to move after the 2xx', daemon: w.daemon });
+      await moreRuns(w, [hook.id], 2);
+      assert.equal(w.rx.requests.length, 3, 'acknowledged: not sent again');
+      assert.deepEqual(three.map((r) => r.status), [500, 500, 200]);
+      assert.equal(new Set(three.map((r) => r.headers['webhook-id'])).size, 1, 'the same webhook-id at every attempt');
+      assert.ok(three[1].raw.equals(three[0].raw) && three[2].raw.equals(three[0].raw), 'byte-identical bodies at every attempt');
+      assert.deepEqual(ids(three.slice(0, 1)), ['10']);
+      for (const r of three) verifySignatures(r, ws.workspaceSecret);
+      // The cursor did not move while the delivery failed, and moved once, to the head, after the 2xx.
+      assert.equal(seen[0].cursor, c0);
+      assert.equal(seen[1].cursor, c0, 'after one failure the cursor has not moved');
+      assert.equal(seen[2].cursor, c0, 'after two failures the cursor has not moved');
+      assert.equal(Number(ok.cursor_seq), Number(ok.head_seq), 'after the 2xx the cursor is at the head');
+      assert.ok(Number(ok.cursor_seq) > c0);
+      assert.deepEqual(seen.map((s) => s.failures), [0, 1, 2]);
+      assert.deepEqual(seen.map((s) => s.healthy), [true, true, true], 'fewer than 3 failures: still healthy');
+      assert.equal((await getWebhook(w, hook.id)).is_healthy, true);
+      const a = await attempts(hook.id);
+      assert.deepEqual(a.map((x) => [x.delivery_id, x.attempt, x.status]), [
+        [three[0].headers['webhook-id'], 1, 500],
+        [three[0].headers['webhook-id'], 2, 500],
+        [three[0].headers['webhook-id'], 3, 200],
+      ], 'every attempt recorded with its status');
+      assert.ok(a.slice(0, 2).every((x) => x.error !== ''), 'failed attempts carry an error');
+      assert.deepEqual(await sql(`select id from deliveries where webhook_id = ${q(hook.id)}`), [], 'nothing outstanding');
+
+      // Three consecutive failures: unhealthy; the next success: healthy again.
+      const healthy = [];
+      const look = (status) => async () => {
+        healthy.push((await getWebhook(w, hook.id)).is_healthy);
+        return { status };
+      };
+      w.rx.script('/retry', look(500), look(503), look(500), look(200));
+      await w.src.create('contacts', contact(11, 'Margaret Hamilton', { created_at: nowIso(), updated_at: nowIso() }));
+      await w.rx.waitFor((r) => r.length >= 7, { what: 'four more attempts', logs: w.daemon.logs });
+      assert.deepEqual(healthy, [true, true, true, false], 'is_healthy false after the third consecutive failure');
+      await until(async () => (await getWebhook(w, hook.id)).is_healthy === true, { timeoutMs: 5000, what: 'is_healthy true after the success', daemon: w.daemon });
+      assert.equal(new Set(w.rx.requests.slice(3).map((r) => r.headers['webhook-id'])).size, 1);
+      assert.deepEqual(ids(w.rx.requests.slice(6)), ['11']);
+    } finally {
+      await w.cleanup();
+    }
+  });
+
+  test('5. 410 Gone pauses the webhook at once; nothing more is sent', { timeout: TEST_TIMEOUT }, async () => {
+    const w = await world({ collections: { contacts: [contact(1, 'Ada Lovelace'), contact(2, 'Alan Turing')] } });
+    try {
+      const hook = await createWebhook(w, { event: 'created', hook_url: `${w.rx.url}/gone` });
+      await baseline(w, hook.id);
+      w.rx.reply = () => ({ status: 410 });
+      await w.src.create('contacts', contact(10, 'Grace Hopper', { created_at: nowIso(), updated_at: nowIso() }));
+      await w.rx.waitFor((r) => r.length >= 1, { what: 'the first attempt', logs: w.daemon.logs });
+      const paused = await until(async () => {
+        const g = await getWebhook(w, hook.id);
+        return g.is_paused === true && g;
+      }, { timeoutMs: 5000, what: 'is_paused true after 410', daemon: w.daemon });
+      assert.equal(paused.is_paused, true);
+      const s = await state(hook.id);
+      assert.match(s.paused_reason, /410/, 'the reason names the 410');
+      // More changes, a trigger, several retry delays and poll intervals: nothing is sent.
+      await w.src.create('contacts', contact(11, 'Margaret Hamilton', { created_at: nowIso(), updated_at: nowIso() }));
+      await trigger(w, hook.id);
+      await sleep(7000);
+      assert.equal(w.rx.requests.length, 1, `one attempt only:\n${w.rx.requests.map((r) => r.rawBody.slice(0, 200)).join('\n')}`);
+      const a = await attempts(hook.id);
+      assert.deepEqual(a.map((x) => x.status), [410]);
+      assert.equal((await getWebhook(w, hook.id)).is_paused, true);
+    } finally {
+      await w.cleanup();
+    }
+  });
+
+  test('6. 429 with Retry-After: 2 delays the retry at least 2 s (the schedule says 1 s)', { timeout: TEST_TIMEOUT }, async () => {
+    const w = await world({ collections: { contacts: [contact(1, 'Ada Lovelace'), contact(2, 'Alan Turing')] } });
+    try {
+      const hook = await createWebhook(w, { event: 'created', hook_url: `${w.rx.url}/busy` });
+      await baseline(w, hook.id);
+      w.rx.script('/busy', { status: 429, headers: { 'retry-after': '2' }, body: '{"error":"slow down"}' }, 200);
+      await w.src.create('contacts', contact(10, 'Grace Hopper', { created_at: nowIso(), updated_at: nowIso() }));
+      const [first, second] = await w.rx.waitFor((r) => r.length >= 2 && r, { what: 'the retry', logs: w.daemon.logs });
+      const waited = second.at - first.respondedAt;
+      assert.ok(waited >= 2000, `the retry came ${waited} ms after the 429 (Retry-After: 2)`);
+      assert.ok(waited < 10_000, `the retry came ${waited} ms after the 429 (capped to about Retry-After)`);
+      assert.equal(second.headers['webhook-id'], first.headers['webhook-id']);
+      assert.ok(second.raw.equals(first.raw));
+      assert.equal(second.status, 200);
+      const a = await attempts(hook.id);
+      assert.deepEqual(a.map((x) => x.status), [429, 200]);
+    } finally {
+      await w.cleanup();
+    }
+  });
+
+  test('6b. Retry-After counts from the response: a 429 answered after 1.5 s still waits 2 s before the retry', { timeout: TEST_TIMEOUT }, async () => {
+    const w = await world({ collections: { contacts: [contact(1, 'Ada Lovelace'), contact(2, 'Alan Turing')] } });
+    try {
+      const hook = await createWebhook(w, { event: 'created', hook_url: `${w.rx.url}/busy` });
+      await baseline(w, hook.id);
+      w.rx.script('/busy', { status: 429, delayMs: 1500, headers: { 'retry-after': '2' } }, 200);
+      await w.src.create('contacts', contact(10, 'Grace Hopper', { created_at: nowIso(), updated_at: nowIso() }));
+      const [first, second] = await w.rx.waitFor((r) => r.length >= 2 && r, { what: 'the retry', logs: w.daemon.logs });
+      const waited = second.at - first.respondedAt;
+      assert.ok(waited >= 2000, `the retry came ${waited} ms after the 429 response (Retry-After: 2)`);
+    } finally {
+      await w.cleanup();
+    }
+  });
+
+  test('10. changes made while the receiver is down are delivered, coalesced and in order, when it recovers', { timeout: TEST_TIMEOUT }, async () => {
+    const w = await world({ collections: { contacts: [1, 2, 3, 4].map((i) => contact(i, `Person Number${i}`)) } });
+    try {
+      const hook = await createWebhook(w, { event: 'updated', hook_url: `${w.rx.url}/down` });
+      const created = await createWebhook(w, { event: 'created', hook_url: `${w.rx.url}/down-created` });
+      await baseline(w, hook.id);
+      w.rx.reply = () => ({ status: 503 });
+      const step = async (fn) => {
+        const head = Number((await state(hook.id)).head_seq);
+        await fn();
+        await until(async () => Number((await state(hook.id)).head_seq) > head, { what: 'the change to be polled', daemon: w.daemon });
+      };
+      await step(() => w.src.patch('contacts', '1', { name: 'One v1', updated_at: nowIso() }));
+      const firstDown = await w.rx.waitFor((r) => r.find((x) => x.path === '/down'), { what: 'the first attempt', logs: w.daemon.logs });
+      await step(() => w.src.patch('contacts', '1', { name: 'One v2', updated_at: nowIso() }));
+      await step(() => w.src.patch('contacts', '2', { name: 'Two v1', updated_at: nowIso() }));
+      await step(() => w.src.create('contacts', contact(9, 'Nine v0', { created_at: nowIso(), updated_at: nowIso() })));
+      await step(() => w.src.patch('contacts', '1', { name: 'One v3', updated_at: nowIso() }));
+      await step(() => w.src.patch('contacts', '9', { name: 'Nine v1', updated_at: nowIso() }));
+      await step(() => w.src.patch('contacts', '2', { name: 'Two v2', updated_at: nowIso() }));
+      const downAttempts = w.rx.requestsTo('/down').length;
+      assert.ok(downAttempts >= 3, `several attempts while down (${downAttempts})`);
+      assert.equal(new Set(w.rx.requestsTo('/down').map((r) => r.headers['webhook-id'])).size, 1, 'while down: one delivery, retried');
+      assert.equal((await getWebhook(w, hook.id)).is_healthy, false, 'unhealthy while down');
+
+      const recovered = w.rx.requests.length;
+      w.rx.reply = () => ({ status: 200 });
+      await w.rx.waitFor(
+        (r) => r.slice(recovered).filter((x) => x.status === 200 && x.path === '/down').length >= 2 &&
+          r.slice(recovered).some((x) => x.status === 200 && x.path === '/down-created'),
+        { what: 'the deliveries after recovery', logs: w.daemon.logs },
+      );
+      await moreRuns(w, [hook.id, created.id], 2);
+      const ok = w.rx.requestsTo('/down').filter((r) => r.status === 200);
+      assert.equal(ok.length, 2, `two deliveries after recovery:\n${ok.map((r) => r.rawBody.slice(0, 300)).join('\n')}`);
+      // First the delivery that was outstanding (same webhook-id, same body), then the rest coalesced.
+      assert.equal(ok[0].headers['webhook-id'], firstDown.headers['webhook-id']);
+      assert.ok(ok[0].raw.equals(firstDown.raw), 'the outstanding delivery is sent unchanged');
+      assert.deepEqual(ok[0].json.data.map((x) => [x.id, x.name]), [['1', 'One v1']]);
+      assert.notEqual(ok[1].headers['webhook-id'], ok[0].headers['webhook-id']);
+      assert.ok(ok[1].at >= ok[0].respondedAt, 'in order: the next delivery after the previous one is acknowledged');
+      const latest = Object.fromEntries(ok[1].json.data.map((x) => [x.id, x.name]));
+      assert.equal(ok[1].json.data.length, Object.keys(latest).length, `each record once: ${JSON.stringify(ok[1].json.data)}`);
+      assert.deepEqual(latest, { 1: 'One v3', 2: 'Two v2', 9: 'Nine v1' }, 'coalesced to the latest state per record');
+      const names = w.rx.requestsTo('/down').flatMap((r) => r.json.data.map((x) => x.name));
+      assert.ok(!names.includes('One v2') && !names.includes('Two v1'), 'intermediate states are coalesced away');
+      // The created webhook: record 9 once, in its latest state.
+      const createdOk = w.rx.requestsTo('/down-created').filter((r) => r.status === 200);
+      assert.deepEqual(createdOk.flatMap((r) => r.json.data.map((x) => [x.id, x.name])), [['9', 'Nine v1']]);
+      assert.equal((await getWebhook(w, hook.id)).is_healthy, true, 'healthy again');
+      const s = await state(hook.id);
+      assert.equal(Number(s.cursor_seq), Number(s.head_seq));
+      for (const r of w.rx.requests) verifySignatures(r, ws.workspaceSecret);
+    } finally {
+      await w.cleanup();
+    }
+  });
+});
+
+describe('TLS receivers', () => {
+  let dir;
+  let pki;
+  before(() => {
+    dir = makeTempDir('hookd-e2e-dlv-tls-');
+    pki = makeTestPki(dir);
+    pki.selfSigned = selfSigned(dir);
+  });
+  after(() => removeDir(dir));
+
+  test('9. a receiver with a test-CA certificate gets the delivery with HOOKD_CA_FILE; a self-signed or wrong-host one gets nothing', { timeout: TEST_TIMEOUT }, async () => {
+    const w = await world({
+      env: { HOOKD_CA_FILE: pki.caFile },
+      receiver: { tls: pki.localhost },
+      collections: { contacts: [contact(1, 'Ada Lovelace'), contact(2, 'Alan Turing')] },
+    });
+    const untrusted = await startReceiver({ tls: pki.selfSigned });
+    const wrongHost = await startReceiver({ tls: pki.wronghost });
+    w.cleanups.push(() => untrusted.close(), () => wrongHost.close());
+    try {
+      assert.match(w.rx.url, /^https:\/\/localhost:\d+$/);
+      const good = await createWebhook(w, { event: 'created', hook_url: `${w.rx.url}/tls` });
+      const byIp = await createWebhook(w, { event: 'created', hook_url: `https://127.0.0.1:${w.rx.port}/tls-ip` });
+      const bad = await createWebhook(w, { event: 'created', hook_url: `${untrusted.url}/self-signed` });
+      const wrong = await createWebhook(w, { event: 'created', hook_url: `${wrongHost.url}/wrong-host` });
+      await baseline(w, good.id);
+      await w.src.create('contacts', contact(10, 'Grace Hopper', { created_at: nowIso(), updated_at: nowIso() }));
+      await w.rx.waitFor((r) => r.length >= 2, { what: 'the deliveries over TLS', logs: w.daemon.logs });
+      assert.deepEqual(ids(w.rx.requestsTo('/tls')), ['10']);
+      assert.deepEqual(ids(w.rx.requestsTo('/tls-ip')), ['10']);
+      verifySignatures(w.rx.requestsTo('/tls')[0], ws.workspaceSecret);
+
+      for (const [hook, rx, what] of [[bad, untrusted, 'self-signed'], [wrong, wrongHost, 'wrong host']]) {
+        const a = await until(async () => {
+          const rows = await attempts(hook.id);
+          return rows.length >= 1 && rows;
+        }, { what: `an attempt to the ${what} receiver`, daemon: w.daemon });
+        assert.equal(a[0].status, null, `${what}: no HTTP status`);
+        assert.match(a[0].error, /tls|ssl|certificate|handshake|verif/i, `${what}: the attempt names the TLS failure: ${a[0].error}`);
+        assert.equal(rx.requests.length, 0, `${what}: the receiver got no request`);
+        assert.ok(rx.tlsErrors.length >= 1, `${what}: hookd did try a handshake`);
+        const s = await state(hook.id);
+        assert.ok(Number(s.cursor_seq) < Number(s.head_seq), `${what}: the cursor did not move`);
+      }
+    } finally {
+      await w.cleanup();
+    }
+  });
+});
+
+/** A self-signed certificate for localhost / 127.0.0.1: valid names, but no CA hookd trusts. */
+function selfSigned(dir) {
+  execFileSync('openssl', [
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+    '-keyout', 'self.key', '-out', 'self.pem', '-days', '2', '-sha256', '-subj', '/CN=localhost',
+    '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
+  ], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'], timeout: 30_000 });
+  return { key: readFileSync(path.join(dir, 'self.key')), cert: readFileSync(path.join(dir, 'self.pem')) };
+}
