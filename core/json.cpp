@@ -136,4 +136,40 @@ std::optional<std::string> document::parse(std::string_view text, document& out)
 
 std::string to_string(simdjson::dom::element e) { return simdjson::minify(e); }
 
+std::string string_array(const std::vector<std::string>& values) {
+  writer w;
+  w.begin_array();
+  for (const auto& v : values) w.value(v);
+  w.end_array();
+  return w.take();
+}
+
+std::string string_map(const std::map<std::string, std::string>& values) {
+  writer w;
+  w.begin_object();
+  for (const auto& [k, v] : values) w.field(k, v);
+  w.end_object();
+  return w.take();
+}
+
+std::vector<std::string> parse_string_array(std::string_view text) {
+  std::vector<std::string> out;
+  document doc;
+  if (document::parse(text, doc) || !doc.root().is_array()) return out;
+  simdjson::dom::array items = doc.root().get_array().value_unsafe();
+  for (auto e : items)
+    if (e.is_string()) out.emplace_back(e.get_string().value_unsafe());
+  return out;
+}
+
+std::map<std::string, std::string> parse_string_map(std::string_view text) {
+  std::map<std::string, std::string> out;
+  document doc;
+  if (document::parse(text, doc) || !doc.root().is_object()) return out;
+  simdjson::dom::object members = doc.root().get_object().value_unsafe();
+  for (auto [k, v] : members)
+    if (v.is_string()) out.emplace(std::string(k), std::string(v.get_string().value_unsafe()));
+  return out;
+}
+
 }  // namespace hookd::json

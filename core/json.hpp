@@ -69,4 +69,11 @@ private:
 // Serialises a DOM element back to minified JSON.
 std::string to_string(simdjson::dom::element e);
 
+// JSON text of a list of strings / a string dictionary, and back (non-strings are skipped,
+// malformed text gives an empty result).
+std::string string_array(const std::vector<std::string>& values);
+std::string string_map(const std::map<std::string, std::string>& values);
+std::vector<std::string> parse_string_array(std::string_view text);
+std::map<std::string, std::string> parse_string_map(std::string_view text);
+
 }  // namespace hookd::json

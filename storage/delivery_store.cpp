@@ -12,16 +12,6 @@ using awaitable = boost::asio::awaitable<T>;
 
 namespace {
 
-std::map<std::string, std::string> string_map(const std::string& text) {
-  std::map<std::string, std::string> out;
-  json::document doc;
-  if (json::document::parse(text, doc) || !doc.root().is_object()) return out;
-  simdjson::dom::object members = doc.root().get_object().value_unsafe();
-  for (auto [k, v] : members)
-    if (v.is_string()) out.emplace(std::string(k), std::string(v.get_string().value_unsafe()));
-  return out;
-}
-
 void insert_attempt(pqxx::work& tx, const std::string& webhook_id, const pending_delivery& d,
                     const attempt_record& a, sys_time at) {
   tx.exec0(fmt::format(
@@ -41,7 +31,7 @@ awaitable<delivery_target> delivery_store::target(std::string webhook_id) {
                       "coalesce(f.baseline_done, false) from webhooks w "
                       "left join feeds f on f.id = w.feed_id where w.id = " + tx.quote(webhook_id));
     return delivery_target{r[0].as<std::int64_t>(), r[1].as<std::int64_t>(),
-                           string_map(r[2].as<std::string>()), r[3].as<int>(), r[4].as<bool>(),
+                           json::parse_string_map(r[2].as<std::string>()), r[3].as<int>(), r[4].as<bool>(),
                            r[5].as<std::string>(), r[6].as<bool>()};
   };
   co_return co_await db_.run(std::move(job));

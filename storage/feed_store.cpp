@@ -14,42 +14,10 @@ using changes::change;
 using changes::change_kind;
 
 std::string filter_key(const std::map<std::string, std::string>& filters) {
-  json::writer w;  // std::map iterates in key order: the text is canonical
-  w.begin_object();
-  for (const auto& [k, v] : filters) w.field(k, v);
-  w.end_object();
-  return w.take();
+  return json::string_map(filters);  // std::map iterates in key order: the text is canonical
 }
 
 namespace {
-
-std::vector<std::string> json_strings(const std::string& text) {
-  std::vector<std::string> out;
-  json::document doc;
-  if (json::document::parse(text, doc) || !doc.root().is_array()) return out;
-  simdjson::dom::array items = doc.root().get_array().value_unsafe();
-  for (auto e : items)
-    if (e.is_string()) out.emplace_back(e.get_string().value_unsafe());
-  return out;
-}
-
-std::map<std::string, std::string> json_string_map(const std::string& text) {
-  std::map<std::string, std::string> out;
-  json::document doc;
-  if (json::document::parse(text, doc) || !doc.root().is_object()) return out;
-  simdjson::dom::object members = doc.root().get_object().value_unsafe();
-  for (auto [k, v] : members)
-    if (v.is_string()) out.emplace(std::string(k), std::string(v.get_string().value_unsafe()));
-  return out;
-}
-
-std::string json_array(const std::vector<std::string>& values) {
-  json::writer w;
-  w.begin_array();
-  for (const auto& v : values) w.value(v);
-  w.end_array();
-  return w.take();
-}
 
 const std::string feed_columns =
     "f.id, f.connection_id, f.object_type, f.filters::text, f.baseline_done, f.polls, "
@@ -62,12 +30,12 @@ changes::feed_state feed_from_row(const pqxx::row& r) {
   s.id = r[0].as<std::int64_t>();
   s.connection_id = r[1].as<std::string>();
   s.object_type = r[2].as<std::string>();
-  s.filters = json_string_map(r[3].as<std::string>());
+  s.filters = json::parse_string_map(r[3].as<std::string>());
   s.baseline_done = r[4].as<bool>();
   s.polls = r[5].as<std::int64_t>();
   s.record_count = r[6].as<std::int64_t>();
   if (!r[7].is_null()) s.high_water = from_unix_millis(r[7].as<std::int64_t>());
-  s.pending_deletes = json_strings(r[8].as<std::string>());
+  s.pending_deletes = json::parse_string_array(r[8].as<std::string>());
   s.has_deleted_webhook = r[9].as<bool>();
   return s;
 }
@@ -177,7 +145,7 @@ awaitable<void> feed_store::finish_poll(std::int64_t feed_id, changes::poll_outc
     std::string sql = fmt::format(
         "update feeds set polls = polls + 1, last_polled_at = {0}, poll_owner = null, "
         "poll_expires_at = null, pending_deletes = {1}::jsonb, baseline_done = baseline_done or {2}",
-        ts, tx.quote(json_array(o.pending_deletes)), o.baseline_done ? "true" : "false");
+        ts, tx.quote(json::string_array(o.pending_deletes)), o.baseline_done ? "true" : "false");
     if (o.complete) sql += ", last_complete_at = " + ts;
     if (o.complete && o.full)
       sql += fmt::format(", last_full_scan_at = {}, record_count = (select count(*) from "

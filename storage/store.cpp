@@ -5,75 +5,31 @@
 #include "core/json.hpp"
 #include "storage/feed_store.hpp"
 #include "storage/migrations.hpp"
+#include "storage/sql.hpp"
 
 namespace hookd::storage {
 namespace {
 
 constexpr const char* bootstrap_workspace_id = "default";
 
-std::string ms_of(std::string_view column) {
-  return fmt::format("(extract(epoch from {}) * 1000)::bigint", column);
-}
-
-std::string ts_param(pqxx::transaction_base& tx, sys_time t) {
-  return fmt::format("to_timestamp({}::double precision / 1000)",
-                     tx.quote(std::to_string(to_unix_millis(t))));
-}
-
 std::optional<sys_time> opt_time(const pqxx::field& f) {
   if (f.is_null()) return std::nullopt;
   return from_unix_millis(f.as<std::int64_t>());
 }
 
-std::vector<std::string> json_string_array(std::string_view text) {
-  std::vector<std::string> out;
-  json::document doc;
-  if (json::document::parse(text, doc) || !doc.root().is_array()) return out;
-  simdjson::dom::array items = doc.root().get_array().value_unsafe();
-  for (auto e : items)
-    if (e.is_string()) out.emplace_back(e.get_string().value_unsafe());
-  return out;
-}
-
-std::map<std::string, std::string> json_string_map(std::string_view text) {
-  std::map<std::string, std::string> out;
-  json::document doc;
-  if (json::document::parse(text, doc) || !doc.root().is_object()) return out;
-  simdjson::dom::object members = doc.root().get_object().value_unsafe();
-  for (auto [k, v] : members)
-    if (v.is_string()) out.emplace(std::string(k), std::string(v.get_string().value_unsafe()));
-  return out;
-}
-
-std::string json_array_text(const std::vector<std::string>& v) {
-  json::writer w;
-  w.begin_array();
-  for (const auto& s : v) w.value(s);
-  w.end_array();
-  return w.take();
-}
-
-std::string json_map_text(const std::map<std::string, std::string>& m) {
-  json::writer w;
-  w.begin_object();
-  for (const auto& [k, v] : m) w.field(k, v);
-  w.end_object();
-  return w.take();
-}
-
 const std::string connection_columns =
     "id, workspace_id, integration_type, integration_name, categories::text, "
     "permissions::text, auth_sealed, environment, external_xref, is_paused, " +
-    ms_of("created_at") + ", " + ms_of("updated_at") + ", " + ms_of("last_healthy_at") + ", " +
-    ms_of("last_unhealthy_at") + ", last_unhealthy_code";
+    millis_of("created_at") + ", " + millis_of("updated_at") + ", " + millis_of("last_healthy_at") + ", " +
+    millis_of("last_unhealthy_at") + ", last_unhealthy_code";
 
 const std::string webhook_columns =
     "id, workspace_id, connection_id, hook_url, object_type, interval_minutes, " +
-    ms_of("checked_at") +
+    millis_of("checked_at") +
     ", integration_type, environment, event, fields, webhook_type, is_healthy, "
     "page_max_limit, filters::text, db_type, db_url_sealed, db_schema, db_name_prefix, "
     "is_paused, is_beta, " +
-    ms_of("created_at") + ", " + ms_of("updated_at") + ", runs::text";
+    millis_of("created_at") + ", " + millis_of("updated_at") + ", runs::text";
 
 std::string unseal(const crypto::cipher& cipher, const std::string& sealed) {
   if (sealed.empty()) return {};
@@ -89,8 +45,8 @@ connection connection_from_row(const pqxx::row& r, const crypto::cipher& cipher)
   c.workspace_id = r[1].as<std::string>();
   c.integration_type = r[2].as<std::string>();
   c.integration_name = r[3].as<std::string>();
-  c.categories = json_string_array(r[4].as<std::string>());
-  c.permissions = json_string_array(r[5].as<std::string>());
+  c.categories = json::parse_string_array(r[4].as<std::string>());
+  c.permissions = json::parse_string_array(r[5].as<std::string>());
   c.auth_json = unseal(cipher, r[6].as<std::string>());
   if (c.auth_json.empty()) c.auth_json = "{}";
   c.environment = r[7].as<std::string>();
@@ -120,7 +76,7 @@ webhook webhook_from_row(const pqxx::row& r, const crypto::cipher& cipher) {
   h.webhook_type = r[11].as<std::string>();
   h.is_healthy = r[12].as<bool>();
   h.page_max_limit = r[13].as<int>();
-  h.filters = json_string_map(r[14].as<std::string>());
+  h.filters = json::parse_string_map(r[14].as<std::string>());
   h.db_type = r[15].as<std::string>();
   h.db_url = unseal(cipher, r[16].as<std::string>());
   h.db_schema = r[17].as<std::string>();
@@ -129,15 +85,15 @@ webhook webhook_from_row(const pqxx::row& r, const crypto::cipher& cipher) {
   h.is_beta = r[20].as<bool>();
   h.created_at = from_unix_millis(r[21].as<std::int64_t>());
   h.updated_at = from_unix_millis(r[22].as<std::int64_t>());
-  h.runs = json_string_array(r[23].as<std::string>());
+  h.runs = json::parse_string_array(r[23].as<std::string>());
   return h;
 }
 
 // WHERE and ORDER BY for the list endpoints; values are quoted by libpq.
 std::string list_conditions(pqxx::transaction_base& tx, const list_query& q) {
   std::string where;
-  if (q.updated_gte) where += " and updated_at >= " + ts_param(tx, *q.updated_gte);
-  if (q.created_lte) where += " and created_at <= " + ts_param(tx, *q.created_lte);
+  if (q.updated_gte) where += " and updated_at >= " + timestamp_sql(tx, *q.updated_gte);
+  if (q.created_lte) where += " and created_at <= " + timestamp_sql(tx, *q.created_lte);
   if (!q.env.empty()) where += " and environment = " + tx.quote(q.env);
   return where;
 }
@@ -279,11 +235,11 @@ awaitable<connection> store::create_connection(connection c) {
         "categories, permissions, auth_sealed, environment, external_xref, is_paused, "
         "created_at, updated_at) values (" +
         tx.quote(c.id) + ", " + tx.quote(c.workspace_id) + ", " + tx.quote(c.integration_type) +
-        ", " + tx.quote(c.integration_name) + ", " + tx.quote(json_array_text(c.categories)) +
-        "::jsonb, " + tx.quote(json_array_text(c.permissions)) + "::jsonb, " + tx.quote(sealed) +
+        ", " + tx.quote(c.integration_name) + ", " + tx.quote(json::string_array(c.categories)) +
+        "::jsonb, " + tx.quote(json::string_array(c.permissions)) + "::jsonb, " + tx.quote(sealed) +
         ", " + tx.quote(c.environment) + ", " + tx.quote(c.external_xref) + ", " +
-        (c.is_paused ? "true" : "false") + ", " + ts_param(tx, c.created_at) + ", " +
-        ts_param(tx, c.updated_at) + ")");
+        (c.is_paused ? "true" : "false") + ", " + timestamp_sql(tx, c.created_at) + ", " +
+        timestamp_sql(tx, c.updated_at) + ")");
     tx.commit();
   };
   co_await db_.run(std::move(job));
@@ -328,12 +284,12 @@ awaitable<std::optional<connection>> store::update_connection(connection c) {
     auto r = tx.exec(
         "update connections set integration_type = " + tx.quote(c.integration_type) +
         ", integration_name = " + tx.quote(c.integration_name) +
-        ", categories = " + tx.quote(json_array_text(c.categories)) +
-        "::jsonb, permissions = " + tx.quote(json_array_text(c.permissions)) +
+        ", categories = " + tx.quote(json::string_array(c.categories)) +
+        "::jsonb, permissions = " + tx.quote(json::string_array(c.permissions)) +
         "::jsonb, auth_sealed = " + tx.quote(sealed) + ", environment = " +
         tx.quote(c.environment) + ", external_xref = " + tx.quote(c.external_xref) +
         ", is_paused = " + (c.is_paused ? "true" : "false") +
-        ", updated_at = " + ts_param(tx, c.updated_at) + " where workspace_id = " +
+        ", updated_at = " + timestamp_sql(tx, c.updated_at) + " where workspace_id = " +
         tx.quote(c.workspace_id) + " and id = " + tx.quote(c.id) + " returning id");
     // The webhooks of this connection report its integration type.
     tx.exec0("update webhooks set integration_type = " + tx.quote(c.integration_type) +
@@ -372,7 +328,7 @@ awaitable<void> store::mark_connection_healthy(std::string id) {
   auto now = clock_.now();
   auto job = [id, now](pqxx::connection& conn) {
     pqxx::work tx(conn);
-    tx.exec0("update connections set last_healthy_at = " + ts_param(tx, now) +
+    tx.exec0("update connections set last_healthy_at = " + timestamp_sql(tx, now) +
              " where id = " + tx.quote(id));
     tx.commit();
   };
@@ -383,7 +339,7 @@ awaitable<void> store::mark_connection_unhealthy(std::string id, unsigned status
   auto now = clock_.now();
   auto job = [id, now, status](pqxx::connection& conn) {
     pqxx::work tx(conn);
-    tx.exec0("update connections set last_unhealthy_at = " + ts_param(tx, now) +
+    tx.exec0("update connections set last_unhealthy_at = " + timestamp_sql(tx, now) +
              ", last_unhealthy_code = " + tx.quote(std::to_string(status)) +
              " where id = " + tx.quote(id));
     tx.commit();
@@ -410,7 +366,7 @@ std::string webhook_values_sql(pqxx::transaction_base& tx, const webhook& h,
       "db_url_sealed = {}, db_schema = {}, db_name_prefix = {}, is_paused = {}, is_beta = {}",
       tx.quote(h.hook_url), tx.quote(h.object_type), tx.quote(json::format_number(h.interval)),
       tx.quote(h.event), tx.quote(h.fields), tx.quote(h.webhook_type), h.page_max_limit,
-      tx.quote(json_map_text(h.filters)), tx.quote(h.db_type), tx.quote(db_url_sealed),
+      tx.quote(json::string_map(h.filters)), tx.quote(h.db_type), tx.quote(db_url_sealed),
       tx.quote(h.db_schema), tx.quote(h.db_name_prefix), h.is_paused ? "true" : "false",
       h.is_beta ? "true" : "false");
 }
@@ -460,12 +416,12 @@ awaitable<std::optional<webhook>> store::create_webhook(webhook h, bool include_
         tx.quote(h.id) + ", " + tx.quote(h.workspace_id) + ", " + tx.quote(h.connection_id) +
         ", " + tx.quote(h.object_type) + ", " + tx.quote(json::format_number(h.interval)) + ", " +
         tx.quote(owner[0][0].as<std::string>()) + ", " + tx.quote(h.event) + ", " +
-        (include_all ? "true, false" : "false, true") + ", " + ts_param(tx, first_run) + ", " +
-        ts_param(tx, first_run) + ", " +
-        ts_param(tx, h.created_at) + ", " + ts_param(tx, h.updated_at) + ")");
+        (include_all ? "true, false" : "false, true") + ", " + timestamp_sql(tx, first_run) + ", " +
+        timestamp_sql(tx, first_run) + ", " +
+        timestamp_sql(tx, h.created_at) + ", " + timestamp_sql(tx, h.updated_at) + ")");
     assign_feed(tx, h.id, h.connection_id, h.object_type, pushed);
     auto row = tx.exec1("update webhooks set " + webhook_values_sql(tx, h, sealed) +
-                        ", client_filters = " + tx.quote(json_map_text(client_side(h, pushed))) +
+                        ", client_filters = " + tx.quote(json::string_map(client_side(h, pushed))) +
                         "::jsonb where id = " + tx.quote(h.id) + " returning " + webhook_columns);
     auto out = webhook_from_row(row, cipher_);
     tx.commit();
@@ -521,8 +477,8 @@ awaitable<std::optional<webhook>> store::update_webhook(webhook h,
     tx.exec0("update webhooks set " + webhook_values_sql(tx, h, sealed) +
              ", connection_id = " + tx.quote(h.connection_id) +
              ", integration_type = " + tx.quote(owner[0][0].as<std::string>()) +
-             ", client_filters = " + tx.quote(json_map_text(client_side(h, pushed))) +
-             "::jsonb, updated_at = " + ts_param(tx, h.updated_at) + " where id = " + tx.quote(h.id));
+             ", client_filters = " + tx.quote(json::string_map(client_side(h, pushed))) +
+             "::jsonb, updated_at = " + timestamp_sql(tx, h.updated_at) + " where id = " + tx.quote(h.id));
     // Another source stream: the webhook moves to that feed, starting at its head.
     if (current[0][0].as<std::string>() != h.connection_id ||
         current[0][1].as<std::string>() != h.object_type ||
@@ -551,7 +507,7 @@ awaitable<bool> store::trigger_webhook(std::string workspace_id, std::string id)
   auto now = clock_.now();
   auto job = [workspace_id, id, now](pqxx::connection& conn) {
     pqxx::work tx(conn);
-    auto r = tx.exec("update webhooks set next_run_at = " + ts_param(tx, now) +
+    auto r = tx.exec("update webhooks set next_run_at = " + timestamp_sql(tx, now) +
                      " where workspace_id = " + tx.quote(workspace_id) +
                      " and id = " + tx.quote(id) + " returning id");
     if (!r.empty()) tx.exec("select pg_notify('hookd_wakeup', " + tx.quote(id) + ")");
