@@ -42,7 +42,8 @@ changes::feed_state feed_from_row(const pqxx::row& r) {
 
 // Appends log entries and updates the snapshot for one batch of changes.
 void write_changes(pqxx::work& tx, std::int64_t feed_id, const std::vector<change>& changes,
-                   bool baseline) {
+                   bool baseline, sys_time now) {
+  const auto created_at = timestamp_sql(tx, now);
   const auto feed = std::to_string(feed_id);
   std::vector<std::string> up_ids, up_hashes, up_records, up_kinds, up_seqs;
   std::vector<std::string> del_ids, del_seqs;
@@ -71,11 +72,11 @@ void write_changes(pqxx::work& tx, std::int64_t feed_id, const std::vector<chang
     if (!baseline)
       // A delete carries the record's last known state, from the snapshot.
       tx.exec0(fmt::format(
-          "insert into change_log(feed_id, seq, record_id, kind, record) "
-          "select {0}, d.seq, d.id, 'deleted', r.record "
+          "insert into change_log(feed_id, seq, record_id, kind, record, created_at) "
+          "select {0}, d.seq, d.id, 'deleted', r.record, {3} "
           "from unnest({1}::text[], {2}::bigint[]) as d(id, seq) "
           "join feed_records r on r.feed_id = {0} and r.record_id = d.id",
-          feed, ids, tx.quote(text_array_literal(del_seqs))));
+          feed, ids, tx.quote(text_array_literal(del_seqs)), created_at));
     tx.exec0(fmt::format("delete from feed_records where feed_id = {} and record_id = any({}::text[])",
                          feed, ids));
   }
@@ -90,10 +91,10 @@ void write_changes(pqxx::work& tx, std::int64_t feed_id, const std::vector<chang
         feed, ids, tx.quote(text_array_literal(up_hashes)), records));
     if (!baseline)
       tx.exec0(fmt::format(
-          "insert into change_log(feed_id, seq, record_id, kind, record) "
-          "select {}, u.seq, u.id, u.kind, u.record "
+          "insert into change_log(feed_id, seq, record_id, kind, record, created_at) "
+          "select {}, u.seq, u.id, u.kind, u.record, {} "
           "from unnest({}::bigint[], {}::text[], {}::text[], {}::text[]) as u(seq, id, kind, record)",
-          feed, tx.quote(text_array_literal(up_seqs)), ids,
+          feed, created_at, tx.quote(text_array_literal(up_seqs)), ids,
           tx.quote(text_array_literal(up_kinds)), records));
   }
 }
@@ -117,9 +118,10 @@ awaitable<std::unordered_map<std::string, std::string>> feed_store::known_hashes
 awaitable<void> feed_store::apply_changes(std::int64_t feed_id, std::vector<change> changes,
                                           bool baseline) {
   if (changes.empty()) co_return;
-  auto job = [feed_id, changes = std::move(changes), baseline](pqxx::connection& c) {
+  auto now = clock_.now();
+  auto job = [feed_id, changes = std::move(changes), baseline, now](pqxx::connection& c) {
     pqxx::work tx(c);
-    write_changes(tx, feed_id, changes, baseline);
+    write_changes(tx, feed_id, changes, baseline, now);
     tx.commit();
   };
   co_await db_.run(std::move(job));
@@ -194,10 +196,17 @@ awaitable<std::vector<claimed_webhook>> feed_store::claim_due(std::string owner,
 }
 
 awaitable<std::optional<sys_time>> feed_store::next_due() {
-  auto job = [](pqxx::connection& c) -> std::optional<sys_time> {
+  auto now = clock_.now();
+  auto job = [now](pqxx::connection& c) -> std::optional<sys_time> {
     pqxx::read_transaction tx(c);
-    auto r = tx.exec1("select " + millis_of("min(next_run_at)") +
-                      " from webhooks where not is_paused");
+    // Only what claim_due could take: a webhook leased elsewhere is due when its lease lapses,
+    // one of a paused connection not at all.
+    auto r = tx.exec1(fmt::format(
+        "select {} from webhooks w join connections c on c.id = w.connection_id "
+        "where not w.is_paused and not c.is_paused",
+        millis_of(fmt::format("min(case when w.lease_expires_at >= {0} then "
+                              "greatest(w.next_run_at, w.lease_expires_at) else w.next_run_at end)",
+                              timestamp_sql(tx, now)))));
     if (r[0].is_null()) return std::nullopt;
     return from_unix_millis(r[0].as<std::int64_t>());
   };
