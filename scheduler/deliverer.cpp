@@ -1,5 +1,7 @@
 #include "scheduler/deliverer.hpp"
 
+#include <algorithm>
+
 #include <spdlog/spdlog.h>
 
 #include "core/crypto.hpp"
@@ -23,6 +25,22 @@ namespace {
 constexpr int log_batch = 5000;  // change log entries read per delivery choice
 
 std::string new_delivery_id() { return "msg_" + crypto::random_token(18); }
+
+// Drops the log entries that an initial-sync page already carried: the page holding the
+// record's id was read at a log head at or after the entry. Without this, a record changed
+// while the initial sync ran would arrive twice across the hand-over to VIRTUAL.
+std::vector<delivery::log_entry> skip_sent_in_initial_sync(
+    const std::vector<delivery::log_entry>& entries, const std::vector<storage::initial_page>& pages) {
+  if (pages.empty()) return entries;
+  std::vector<delivery::log_entry> out;
+  for (const auto& e : entries) {
+    auto page = std::find_if(pages.begin(), pages.end(),
+                             [&](const storage::initial_page& p) { return e.record_id <= p.after; });
+    if (page != pages.end() && page->head >= e.seq) continue;
+    out.push_back(e);
+  }
+  return out;
+}
 }  // namespace
 
 awaitable<std::optional<storage::pending_delivery>> deliverer::next_delivery(
@@ -53,6 +71,7 @@ awaitable<std::optional<storage::pending_delivery>> deliverer::next_delivery(
     d.id = new_delivery_id();
     d.type = last ? "INITIAL-COMPLETE" : "INITIAL-PARTIAL";
     d.seq_to = target.initial_after.empty() ? page.second : target.cursor_seq;
+    d.snapshot_head = page.second;
     d.records = static_cast<int>(b.count);
     d.initial_after = entries.empty() ? target.initial_after
                                       : entries[std::min(entries.size(), limit) - 1].record_id;
@@ -60,10 +79,16 @@ awaitable<std::optional<storage::pending_delivery>> deliverer::next_delivery(
     co_return co_await deliveries_.record(hook.id, std::move(d));
   }
   for (;;) {
-    auto entries = co_await deliveries_.unread(target.feed_id, target.cursor_seq, log_batch);
-    if (entries.empty()) {
+    auto unread = co_await deliveries_.unread(target.feed_id, target.cursor_seq, log_batch);
+    if (unread.empty()) {
       idle = true;
       co_return std::nullopt;
+    }
+    auto entries = skip_sent_in_initial_sync(unread, target.initial_pages);
+    if (entries.empty()) {
+      co_await deliveries_.advance_cursor(hook.id, unread.back().seq);
+      target.cursor_seq = unread.back().seq;
+      continue;
     }
     auto b = delivery::select_batch(entries, hook.event, target.client_filters, hook.fields,
                                     hook.page_max_limit);
@@ -137,6 +162,7 @@ awaitable<bool> deliverer::send(const webhook& hook, const storage::workspace& w
     co_return true;
   }
   ++report.failed;
+  now = clock_.now();  // retry delays count from the answer, not from the request
   std::string pause;
   std::optional<sys_time> next;
   if (attempt.status == 410u) {
@@ -159,6 +185,7 @@ awaitable<bool> deliverer::send(const webhook& hook, const storage::workspace& w
     co_await notify(hook, ws, "WEBHOOK_UNHEALTHY",
                     fmt::format("{} consecutive failed deliveries; last: {}", attempt.attempt, attempt.error));
   if (!pause.empty()) {
+    report.paused = pause;
     spdlog::warn("webhook {} paused: {}", hook.id, pause);
     co_await notify(hook, ws, "WEBHOOK_PAUSED", pause);
   }

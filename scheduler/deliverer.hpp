@@ -27,6 +27,7 @@ struct delivery_report {
   int delivered = 0;
   int failed = 0;
   std::optional<sys_time> retry_at;  // a delivery waits for a retry
+  std::string paused;                // why the webhook was paused, if it was
 };
 
 class deliverer {

@@ -155,7 +155,8 @@ awaitable<void> scheduler::lease_keeper() {
 awaitable<std::optional<changes::poll_outcome>> scheduler::poll_if_due(
     const storage::claimed_webhook& w, std::int64_t feed_id, storage::run_record& run) {
   auto freshness = std::min<std::chrono::milliseconds>(options_.freshness, interval_of(w) / 2);
-  auto fresh_since = w.next_slot_at - freshness;
+  // A trigger asks for a read of the source: only a poll made after it is fresh enough.
+  auto fresh_since = w.triggered ? w.scheduled_for : w.next_slot_at - freshness;
   for (;;) {
     // No structured binding here: g++ 12 mishandles them across suspension points.
     auto leased = co_await feeds_.lease_feed(feed_id, poll_owner(options_.owner, w), fresh_since, options_.lease);
@@ -207,6 +208,10 @@ awaitable<void> scheduler::run(storage::claimed_webhook w) {
     run.delivered = report.delivered;
     run.failed = report.failed;
     retry_at = report.retry_at;
+    if (!report.paused.empty()) {
+      run.status = "paused";
+      run.error = run.error.empty() ? report.paused : run.error + "; " + report.paused;
+    }
   } catch (const std::exception& e) {
     run.status = "failed";
     run.error = e.what();

@@ -22,6 +22,14 @@ struct pending_delivery {
   int attempts = 0;
   sys_time next_attempt_at{};
   std::string initial_after;  // INITIAL-PARTIAL: the last record id of the page
+  std::int64_t snapshot_head = 0;  // initial pages: the log head read with the page
+};
+
+// An initial-sync page already delivered: records with ids up to `after` (and above the
+// previous page's) were sent as of log sequence `head`.
+struct initial_page {
+  std::string after;
+  std::int64_t head = 0;
 };
 
 struct delivery_target {
@@ -32,6 +40,7 @@ struct delivery_target {
   bool initial_sync_done = true;
   std::string initial_after;  // initial sync: the last record id already sent
   bool feed_ready = false;    // the feed's baseline is complete (its snapshot is whole)
+  std::vector<initial_page> initial_pages;
 };
 
 struct attempt_record {

@@ -173,14 +173,14 @@ awaitable<std::vector<claimed_webhook>> feed_store::claim_due(std::string owner,
     auto ts = timestamp_sql(tx, now);
     auto r = tx.exec(fmt::format(
         "with due as ("
-        " select w.id from webhooks w join connections c on c.id = w.connection_id"
+        " select w.id, w.triggered from webhooks w join connections c on c.id = w.connection_id"
         " where w.next_run_at <= {0} and not w.is_paused and not c.is_paused"
         " and (w.lease_expires_at is null or w.lease_expires_at < {0})"
         " order by w.next_run_at limit {1} for update of w skip locked)"
-        " update webhooks w set lease_owner = {2}, lease_expires_at = {0} + interval '{3} seconds'"
-        " from due where w.id = due.id"
+        " update webhooks w set lease_owner = {2}, lease_expires_at = {0} + interval '{3} seconds',"
+        " triggered = false from due where w.id = due.id"
         " returning w.id, w.workspace_id, w.connection_id, w.object_type, w.event,"
-        " coalesce(w.feed_id, 0), {4}, w.interval_minutes, {5}",
+        " coalesce(w.feed_id, 0), {4}, w.interval_minutes, {5}, due.triggered",
         ts, limit, tx.quote(owner), lease.count(), millis_of("w.next_run_at"),
         millis_of("coalesce(w.next_slot_at, w.next_run_at)")));
     tx.commit();
@@ -189,7 +189,8 @@ awaitable<std::vector<claimed_webhook>> feed_store::claim_due(std::string owner,
       out.push_back({row[0].as<std::string>(), row[1].as<std::string>(), row[2].as<std::string>(),
                      row[3].as<std::string>(), row[4].as<std::string>(), row[5].as<std::int64_t>(),
                      from_unix_millis(row[6].as<std::int64_t>()),
-                     from_unix_millis(row[8].as<std::int64_t>()), row[7].as<double>()});
+                     from_unix_millis(row[8].as<std::int64_t>()), row[7].as<double>(),
+                     row[9].as<bool>()});
     return out;
   };
   co_return co_await db_.run(std::move(job));

@@ -22,10 +22,11 @@ struct claimed_webhook {
   sys_time scheduled_for{};  // next_run_at when claimed (a poll slot or a delivery retry)
   sys_time next_slot_at{};   // the poll slot: the feed is polled when it has come
   double interval_minutes = 60;
+  bool triggered = false;    // by the API: polls made before the trigger do not count as fresh
 };
 
 struct run_record {
-  std::string status;  // ok | incomplete | failed
+  std::string status;  // ok | incomplete | failed | paused
   sys_time started_at{};
   sys_time finished_at{};
   bool polled = false;

@@ -509,7 +509,7 @@ awaitable<bool> store::trigger_webhook(std::string workspace_id, std::string id)
     pqxx::work tx(conn);
     // A trigger is a poll slot, not only a delivery retry: the run reads the source.
     auto r = tx.exec("update webhooks set next_run_at = " + timestamp_sql(tx, now) +
-                     ", next_slot_at = " + timestamp_sql(tx, now) +
+                     ", next_slot_at = " + timestamp_sql(tx, now) + ", triggered = true" +
                      " where workspace_id = " + tx.quote(workspace_id) +
                      " and id = " + tx.quote(id) + " returning id");
     if (!r.empty()) tx.exec("select pg_notify('hookd_wakeup', " + tx.quote(id) + ")");

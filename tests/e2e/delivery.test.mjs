@@ -118,16 +118,17 @@ async function world({ env = {}, collections = { contacts: [] }, receiver = {} }
     w.cleanups.push(() => w.src.close());
     w.rx = await startReceiver(receiver);
     w.cleanups.push(() => w.rx.close());
-    w.daemon = await startHookd(env);
-    w.cleanups.push(() => w.daemon.stop());
+    const daemon = await startHookd(env);
+    w.daemon = daemon;
+    w.cleanups.push(() => daemon.stop());
     w.api = w.daemon.api;
     const c = await w.api('POST', '/unified/connection', {
       body: { integration_type: 'jsonserver', auth: { api_url: w.src.url } },
     });
     assert.equal(c.status, 200, `POST /unified/connection -> ${c.status} ${c.text}`);
     w.connectionId = c.json.id;
-    // Deleting the connection deletes its webhooks: the shared database stays clean. Through
-    // whichever daemon is current (a test may restart it).
+    // Deleting the connection deletes its webhooks, deliveries and runs: the shared database
+    // stays clean. Directly in the database, as the daemon may have been killed or restarted.
     w.cleanups.splice(1, 0, () => psql(`delete from connections where id = ${q(w.connectionId)}`));
   } catch (e) {
     await w.cleanup();
@@ -257,6 +258,9 @@ function verifySignatures(req, secret) {
 
 // ---------------------------------------------------------------------------------------------
 
+// Tests 1-10 are the list of issue 5 item 9; 2b, 2c, 6b and 11-16 check further promises of
+// DESIGN §1.2/§1.6/§1.7 and the issue (hand-over without duplicates, empty initial sync, Retry-After
+// from the response, trigger, paging, redirects, exhausted schedule, big responses, timeouts).
 describe('delivery end to end (issue 5)', () => {
   test('1. created, updated and deleted webhooks each receive exactly their changes; payload shape, raw and fields', { timeout: TEST_TIMEOUT }, async () => {
     const w = await world({
@@ -361,6 +365,55 @@ describe('delivery end to end (issue 5)', () => {
     }
   });
 
+  test('2b. include_all: a record created while the initial sync is under way is delivered exactly once', { timeout: TEST_TIMEOUT }, async () => {
+    const five = [1, 2, 3, 4, 5].map((i) => contact(i, `Person Number${i}`));
+    const w = await world({ collections: { contacts: five } });
+    try {
+      // A second webhook on the same feed keeps polling it while the first page is unanswered.
+      const poller = await createWebhook(w, { event: 'updated', hook_url: `${w.rx.url}/poller` });
+      await baseline(w, poller.id);
+      const head0 = Number((await state(poller.id)).head_seq);
+      let created = false;
+      w.rx.script('/all', async () => {
+        // Page 1 arrived: create record 9 (it sorts after the records of page 1) and answer
+        // only once the feed has seen it.
+        await w.src.create('contacts', contact(9, 'Person Number9', { created_at: nowIso(), updated_at: nowIso() }));
+        created = true;
+        await until(async () => Number((await state(poller.id)).head_seq) > head0, { what: 'the feed to see record 9', daemon: w.daemon });
+        return { status: 200 };
+      });
+      const hook = await createWebhook(w, { event: 'created', hook_url: `${w.rx.url}/all`, page_max_limit: 2 }, '?include_all=true');
+      await w.rx.waitFor((r) => created && r.some((x) => x.json?.type === 'INITIAL-COMPLETE'), { timeoutMs: 30_000, what: 'the initial sync', logs: w.daemon.logs });
+      await moreRuns(w, [hook.id], 2);
+      const got = w.rx.requestsTo('/all');
+      const types = got.map((r) => r.json.type);
+      assert.deepEqual(types.filter((t) => t !== 'VIRTUAL'), ['INITIAL-PARTIAL', 'INITIAL-PARTIAL', 'INITIAL-COMPLETE'], `types: ${types}`);
+      const all = ids(got);
+      assert.deepEqual([...all].sort(), ['1', '2', '3', '4', '5', '9'],
+        `every record exactly once across the hand-over to VIRTUAL:\n${got.map((r) => `${r.json.type} ${JSON.stringify(r.json.data.map((x) => x.id))}`).join('\n')}`);
+    } finally {
+      await w.cleanup();
+    }
+  });
+
+  test('2c. include_all with no records: one empty INITIAL-COMPLETE, then VIRTUAL', { timeout: TEST_TIMEOUT }, async () => {
+    const w = await world({ collections: { contacts: [] } });
+    try {
+      const hook = await createWebhook(w, { event: 'created', hook_url: `${w.rx.url}/empty`, page_max_limit: 2 }, '?include_all=true');
+      const [first] = await w.rx.waitFor((r) => r.length >= 1 && r, { what: 'the empty INITIAL-COMPLETE', logs: w.daemon.logs });
+      assertPayloadShape(first, hook, 'INITIAL-COMPLETE');
+      assert.deepEqual(first.json.data, []);
+      verifySignatures(first, ws.workspaceSecret);
+      await w.src.create('contacts', contact(1, 'Ada Lovelace', { created_at: nowIso(), updated_at: nowIso() }));
+      await w.rx.waitFor((r) => r.length >= 2, { what: 'the VIRTUAL delivery', logs: w.daemon.logs });
+      await moreRuns(w, [hook.id], 1);
+      assert.deepEqual(w.rx.requests.map((r) => r.json.type), ['INITIAL-COMPLETE', 'VIRTUAL']);
+      assert.deepEqual(ids(w.rx.requests), ['1']);
+    } finally {
+      await w.cleanup();
+    }
+  });
+
   test('3. webhook-signature verifies with standardwebhooks; sig and sig256 are HMAC-SHA1/SHA256 of data + nonce', { timeout: TEST_TIMEOUT }, async () => {
     const w = await world({ collections: { contacts: [contact(1, 'Ada Lovelace'), contact(2, 'Alan Turing')] } });
     try {
@@ -390,8 +443,10 @@ describe('delivery end to end (issue 5)', () => {
       const headers = { 'webhook-id': r.headers['webhook-id'], 'webhook-timestamp': r.headers['webhook-timestamp'], 'webhook-signature': r.headers['webhook-signature'] };
       assert.throws(() => new Webhook(`whsec_${crypto.randomBytes(24).toString('base64')}`).verify(r.rawBody, headers));
       assert.throws(() => new Webhook(ws.workspaceSecret).verify(r.rawBody.replace('"data":[', '"data":[ '), headers));
-      // Another workspace's deliveries are signed with its own secret, not this one.
-      assert.notEqual(w.daemon.workspaceSecret, ws.workspaceSecret);
+      // Signed with the webhook's workspace secret, not the bootstrap workspace's.
+      const data = dataArrayText(r.rawBody);
+      const withBootstrap = crypto.createHmac('sha1', w.daemon.workspaceSecret).update(data + r.json.nonce).digest('base64');
+      assert.notEqual(r.json.sig, withBootstrap);
     } finally {
       await w.cleanup();
     }
@@ -412,7 +467,7 @@ describe('delivery end to end (issue 5)', () => {
       };
       w.rx.script('/retry', observe(500), observe(500), observe(200));
       await w.src.create('contacts', contact(10, 'Grace Hopper', { created_at: nowIso(), updated_at: nowIso() }));
-      const three = await w.rx.waitFor((r) => r.length >= 3 && r, { what: 'three attempts', logs: w.daemon.logs });
+      const three = await w.rx.waitFor((r) => r.length >= 3 && seen.length >= 3 && r, { what: 'three attempts', logs: w.daemon.logs });
       const ok = await until(async () => {
         const s = await state(hook.id);
         return Number(s.cursor_seq) !== c0 && s;
@@ -450,7 +505,7 @@ describe('delivery end to end (issue 5)', () => {
       };
       w.rx.script('/retry', look(500), look(503), look(500), look(200));
       await w.src.create('contacts', contact(11, 'Margaret Hamilton', { created_at: nowIso(), updated_at: nowIso() }));
-      await w.rx.waitFor((r) => r.length >= 7, { what: 'four more attempts', logs: w.daemon.logs });
+      await w.rx.waitFor((r) => r.length >= 7 && healthy.length >= 4, { what: 'four more attempts', logs: w.daemon.logs });
       assert.deepEqual(healthy, [true, true, true, false], 'is_healthy false after the third consecutive failure');
       await until(async () => (await getWebhook(w, hook.id)).is_healthy === true, { timeoutMs: 5000, what: 'is_healthy true after the success', daemon: w.daemon });
       assert.equal(new Set(w.rx.requests.slice(3).map((r) => r.headers['webhook-id'])).size, 1);
@@ -502,8 +557,17 @@ describe('delivery end to end (issue 5)', () => {
       assert.equal(second.headers['webhook-id'], first.headers['webhook-id']);
       assert.ok(second.raw.equals(first.raw));
       assert.equal(second.status, 200);
+      // 503 with Retry-After is honoured the same way.
+      w.rx.script('/busy', { status: 503, headers: { 'retry-after': '2' } }, 200);
+      await w.src.create('contacts', contact(11, 'Margaret Hamilton', { created_at: nowIso(), updated_at: nowIso() }));
+      const [third, fourth] = await w.rx.waitFor((r) => r.length >= 4 && r.slice(2), { what: 'the retry after 503', logs: w.daemon.logs });
+      const waited503 = fourth.at - third.respondedAt;
+      assert.equal(third.status, 503);
+      assert.ok(waited503 >= 2000, `the retry came ${waited503} ms after the 503 (Retry-After: 2)`);
+      assert.ok(waited503 < 10_000, `the retry came ${waited503} ms after the 503`);
+      assert.equal(fourth.headers['webhook-id'], third.headers['webhook-id']);
       const a = await attempts(hook.id);
-      assert.deepEqual(a.map((x) => x.status), [429, 200]);
+      assert.deepEqual(a.map((x) => x.status), [429, 200, 503, 200]);
     } finally {
       await w.cleanup();
     }
@@ -527,8 +591,8 @@ describe('delivery end to end (issue 5)', () => {
   test('10. changes made while the receiver is down are delivered, coalesced and in order, when it recovers', { timeout: TEST_TIMEOUT }, async () => {
     const w = await world({ env: { HOOKD_RETRY_SCHEDULE: LONG_RETRIES }, collections: { contacts: [1, 2, 3, 4].map((i) => contact(i, `Person Number${i}`)) } });
     try {
-      const hook = await createWebhook(w, { event: 'updated', hook_url: `${w.rx.url}/down` });
-      const created = await createWebhook(w, { event: 'created', hook_url: `${w.rx.url}/down-created` });
+      const hook = await createWebhook(w, { event: 'updated', hook_url: `${w.rx.url}/down`, interval: 0.025 });
+      const created = await createWebhook(w, { event: 'created', hook_url: `${w.rx.url}/down-created`, interval: 0.025 });
       await baseline(w, hook.id);
       w.rx.reply = () => ({ status: 503 });
       const step = async (fn) => {
@@ -538,6 +602,8 @@ describe('delivery end to end (issue 5)', () => {
       };
       await step(() => w.src.patch('contacts', '1', { name: 'One v1', updated_at: nowIso() }));
       const firstDown = await w.rx.waitFor((r) => r.find((x) => x.path === '/down'), { what: 'the first attempt', logs: w.daemon.logs });
+      await step(() => w.src.create('contacts', contact(8, 'Eight v0', { created_at: nowIso(), updated_at: nowIso() })));
+      const firstDownCreated = await w.rx.waitFor((r) => r.find((x) => x.path === '/down-created'), { what: 'the first created attempt', logs: w.daemon.logs });
       await step(() => w.src.patch('contacts', '1', { name: 'One v2', updated_at: nowIso() }));
       await step(() => w.src.patch('contacts', '2', { name: 'Two v1', updated_at: nowIso() }));
       await step(() => w.src.create('contacts', contact(9, 'Nine v0', { created_at: nowIso(), updated_at: nowIso() })));
@@ -553,7 +619,7 @@ describe('delivery end to end (issue 5)', () => {
       w.rx.reply = () => ({ status: 200 });
       await w.rx.waitFor(
         (r) => r.slice(recovered).filter((x) => x.status === 200 && x.path === '/down').length >= 2 &&
-          r.slice(recovered).some((x) => x.status === 200 && x.path === '/down-created'),
+          r.slice(recovered).filter((x) => x.status === 200 && x.path === '/down-created').length >= 2,
         { what: 'the deliveries after recovery', logs: w.daemon.logs },
       );
       await moreRuns(w, [hook.id, created.id], 2);
@@ -570,13 +636,261 @@ describe('delivery end to end (issue 5)', () => {
       assert.deepEqual(latest, { 1: 'One v3', 2: 'Two v2', 9: 'Nine v1' }, 'coalesced to the latest state per record');
       const names = w.rx.requestsTo('/down').flatMap((r) => r.json.data.map((x) => x.name));
       assert.ok(!names.includes('One v2') && !names.includes('Two v1'), 'intermediate states are coalesced away');
-      // The created webhook: record 9 once, in its latest state.
+      // The created webhook: its outstanding delivery (record 8), then record 9 once, in its latest state.
       const createdOk = w.rx.requestsTo('/down-created').filter((r) => r.status === 200);
-      assert.deepEqual(createdOk.flatMap((r) => r.json.data.map((x) => [x.id, x.name])), [['9', 'Nine v1']]);
+      assert.equal(createdOk[0].headers['webhook-id'], firstDownCreated.headers['webhook-id']);
+      assert.ok(createdOk[0].raw.equals(firstDownCreated.raw));
+      assert.deepEqual(createdOk.map((r) => r.json.data.map((x) => [x.id, x.name])), [[['8', 'Eight v0']], [['9', 'Nine v1']]]);
       assert.equal((await getWebhook(w, hook.id)).is_healthy, true, 'healthy again');
       const s = await state(hook.id);
       assert.equal(Number(s.cursor_seq), Number(s.head_seq));
       for (const r of w.rx.requests) verifySignatures(r, ws.workspaceSecret);
+    } finally {
+      await w.cleanup();
+    }
+  });
+  test('11. PUT trigger runs the webhook now: a webhook polling every 10 minutes polls and delivers at once', { timeout: TEST_TIMEOUT }, async () => {
+    const w = await world({ collections: { contacts: [contact(1, 'Ada Lovelace'), contact(2, 'Alan Turing')] } });
+    try {
+      const hook = await createWebhook(w, { event: 'created', hook_url: `${w.rx.url}/now`, interval: 10 });
+      await trigger(w, hook.id);
+      await until(async () => (await state(hook.id)).baseline_done, { timeoutMs: 10_000, what: 'the triggered run to poll (the baseline)', daemon: w.daemon });
+      await w.src.create('contacts', contact(10, 'Grace Hopper', { created_at: nowIso(), updated_at: nowIso() }));
+      await trigger(w, hook.id);
+      await w.rx.waitFor((r) => r.length >= 1, { timeoutMs: 10_000, what: 'the triggered delivery', logs: w.daemon.logs });
+      assert.deepEqual(ids(w.rx.requests), ['10']);
+    } finally {
+      await w.cleanup();
+    }
+  });
+  test('12. more changes than page_max_limit: several VIRTUAL POSTs in order; client-side filters', { timeout: TEST_TIMEOUT }, async () => {
+    const w = await world({ collections: { contacts: [contact(1, 'Ada Lovelace'), contact(2, 'Alan Turing')] } });
+    try {
+      const paged = await createWebhook(w, { event: 'created', hook_url: `${w.rx.url}/paged`, page_max_limit: 2 });
+      const filtered = await createWebhook(w, { event: 'created', hook_url: `${w.rx.url}/filtered`, filters: { title: 'Engineer' } });
+      await baseline(w, paged.id);
+      await moreRuns(w, [paged.id, filtered.id], 1);
+      const fresh = [11, 12, 13, 14, 15].map((i) => contact(i, `New Person${i}`, { title: i % 2 ? 'Engineer' : 'Manager', created_at: nowIso(), updated_at: nowIso() }));
+      for (const c of fresh) await w.src.create('contacts', c);
+      await w.rx.waitFor((r) => ids(r.filter((x) => x.path === '/paged')).length >= 5, { what: 'five created records', logs: w.daemon.logs });
+      await moreRuns(w, [paged.id, filtered.id], 2);
+      const pages = w.rx.requestsTo('/paged');
+      assert.ok(pages.every((r) => r.json.data.length <= 2), `at most page_max_limit records per POST: ${pages.map((r) => r.json.data.length)}`);
+      assert.ok(pages.length >= 3, `several POSTs: ${pages.length}`);
+      assert.deepEqual([...ids(pages)].sort(), ['11', '12', '13', '14', '15'], 'each record exactly once');
+      assert.equal(new Set(pages.map((r) => r.headers['webhook-id'])).size, pages.length, 'one webhook-id per POST');
+      for (let i = 1; i < pages.length; i++) assert.ok(pages[i].at >= pages[i - 1].respondedAt, 'one after the other');
+      for (const r of pages) assertPayloadShape(r, paged);
+      assert.deepEqual([...ids(w.rx.requestsTo('/filtered'))].sort(), ['11', '13', '15'], 'filters: only the matching records');
+    } finally {
+      await w.cleanup();
+    }
+  });
+
+  test('13. a redirect is not followed: a 3xx is a failed attempt', { timeout: TEST_TIMEOUT }, async () => {
+    const w = await world({ collections: { contacts: [contact(1, 'Ada Lovelace'), contact(2, 'Alan Turing')] } });
+    try {
+      const hook = await createWebhook(w, { event: 'created', hook_url: `${w.rx.url}/moved` });
+      await baseline(w, hook.id);
+      w.rx.script('/moved', { status: 307, headers: { location: `${w.rx.url}/elsewhere` } }, { status: 301, headers: { location: '/elsewhere' } }, 200);
+      await w.src.create('contacts', contact(10, 'Grace Hopper', { created_at: nowIso(), updated_at: nowIso() }));
+      await w.rx.waitFor((r) => r.length >= 3, { what: 'three attempts', logs: w.daemon.logs });
+      await moreRuns(w, [hook.id], 1);
+      assert.deepEqual(w.rx.requests.map((r) => `${r.path} ${r.status}`), ['/moved 307', '/moved 301', '/moved 200'], 'never to the Location');
+      const a = await attempts(hook.id);
+      assert.deepEqual(a.map((x) => x.status), [307, 301, 200]);
+      assert.ok(a[0].error !== '' && a[1].error !== '', 'the 3xx attempts are failures');
+    } finally {
+      await w.cleanup();
+    }
+  });
+
+  test('14. the retry schedule exhausted pauses the webhook with the reason', { timeout: TEST_TIMEOUT }, async () => {
+    const w = await world({ env: { HOOKD_RETRY_SCHEDULE: '1,1' }, collections: { contacts: [contact(1, 'Ada Lovelace'), contact(2, 'Alan Turing')] } });
+    try {
+      const hook = await createWebhook(w, { event: 'created', hook_url: `${w.rx.url}/fail` });
+      await baseline(w, hook.id);
+      w.rx.reply = () => ({ status: 500 });
+      await w.src.create('contacts', contact(10, 'Grace Hopper', { created_at: nowIso(), updated_at: nowIso() }));
+      const g = await until(async () => {
+        const x = await getWebhook(w, hook.id);
+        return x.is_paused && x;
+      }, { what: 'the webhook to be paused', daemon: w.daemon });
+      assert.equal(w.rx.requests.length, 3, 'the first attempt and two retries');
+      assert.equal(g.is_healthy, false, 'three consecutive failures: unhealthy');
+      const s = await state(hook.id);
+      assert.match(s.paused_reason, /exhausted|retr/i, `paused_reason: ${s.paused_reason}`);
+      assert.ok(g.runs.some((r) => /exhausted|paused|retr/i.test(r)), `the reason is in the runs: ${JSON.stringify(g.runs)}`);
+      await sleep(3000);
+      assert.equal(w.rx.requests.length, 3, 'nothing more once paused');
+    } finally {
+      await w.cleanup();
+    }
+  });
+
+  test('15. a huge 2xx response body is dropped and still acknowledges the delivery', { timeout: TEST_TIMEOUT }, async () => {
+    const w = await world({ collections: { contacts: [contact(1, 'Ada Lovelace'), contact(2, 'Alan Turing')] } });
+    try {
+      const hook = await createWebhook(w, { event: 'created', hook_url: `${w.rx.url}/big` });
+      await baseline(w, hook.id);
+      w.rx.script('/big', { status: 200, body: 'x'.repeat(8 * 1024 * 1024) });
+      await w.src.create('contacts', contact(10, 'Grace Hopper', { created_at: nowIso(), updated_at: nowIso() }));
+      await w.rx.waitFor((r) => r.length >= 1, { what: 'the delivery', logs: w.daemon.logs });
+      await w.src.create('contacts', contact(11, 'Margaret Hamilton', { created_at: nowIso(), updated_at: nowIso() }));
+      await w.rx.waitFor((r) => ids(r).includes('11'), { what: 'the next delivery', logs: w.daemon.logs });
+      await moreRuns(w, [hook.id], 1);
+      assert.deepEqual(w.rx.requests.map((r) => ids([r])), [['10'], ['11']], 'the first was acknowledged: not sent again');
+      const a = await attempts(hook.id);
+      assert.deepEqual(a.map((x) => [x.status, x.error]), [[200, ''], [200, '']]);
+    } finally {
+      await w.cleanup();
+    }
+  });
+
+  test('16. a receiver that does not answer in time: the attempt times out and is retried under the same webhook-id', { timeout: TEST_TIMEOUT }, async () => {
+    const w = await world({ env: { HOOKD_SOURCE_TIMEOUT_SECONDS: '2' }, collections: { contacts: [contact(1, 'Ada Lovelace'), contact(2, 'Alan Turing')] } });
+    try {
+      const hook = await createWebhook(w, { event: 'created', hook_url: `${w.rx.url}/slow` });
+      await baseline(w, hook.id);
+      w.rx.script('/slow', { hold: true }, 200);
+      await w.src.create('contacts', contact(10, 'Grace Hopper', { created_at: nowIso(), updated_at: nowIso() }));
+      const [first, second] = await w.rx.waitFor((r) => r.length >= 2 && r, { timeoutMs: 20_000, what: 'the retry after the timeout', logs: w.daemon.logs });
+      assert.ok(first.aborted, 'hookd gave up on the first attempt');
+      assert.ok(second.at - first.at >= 1900, `the first attempt was given about 2 s (${second.at - first.at} ms)`);
+      assert.ok(second.at - first.at < 10_000, `the total timeout applies (${second.at - first.at} ms)`);
+      assert.equal(second.headers['webhook-id'], first.headers['webhook-id']);
+      assert.ok(second.raw.equals(first.raw));
+      const a = await attempts(hook.id);
+      assert.equal(a[0].status, null);
+      assert.match(a[0].error, /time/i, `the attempt names the timeout: ${a[0].error}`);
+      assert.equal(a[1].status, 200);
+    } finally {
+      await w.cleanup();
+    }
+  });
+
+});
+
+describe('crash and SSRF (daemons restarted with other settings)', () => {
+  test('7. kill -9 of hookd mid-delivery, restart: the change is delivered under the same webhook-id; nothing is lost', { timeout: TEST_TIMEOUT }, async () => {
+    const env = { HOOKD_LEASE_SECONDS: '3' }; // the dead instance's lease lapses quickly
+    const w = await world({ env, collections: { contacts: [contact(1, 'Ada Lovelace'), contact(2, 'Alan Turing')] } });
+    try {
+      const hook = await createWebhook(w, { event: 'created', hook_url: `${w.rx.url}/crash` });
+      await baseline(w, hook.id);
+      w.rx.script('/crash', { hold: true }); // the first attempt never gets an answer
+      await w.src.create('contacts', contact(10, 'Grace Hopper', { created_at: nowIso(), updated_at: nowIso() }));
+      const [held] = await w.rx.waitFor((r) => r.length >= 1 && r, { what: 'the first attempt', logs: w.daemon.logs });
+      assert.deepEqual(ids([held]), ['10']);
+      // Recorded before it was sent: the stored body is the one on the wire.
+      const stored = await sql(`select id, body, attempts from deliveries where webhook_id = ${q(hook.id)}`);
+      assert.equal(stored.length, 1, 'the delivery in flight is recorded');
+      assert.equal(stored[0].id, held.headers['webhook-id']);
+      assert.equal(stored[0].body, held.rawBody, 'the recorded body is the exact body sent');
+
+      const first = w.daemon;
+      first.child.kill('SIGKILL');
+      const exit = await first.exited;
+      assert.equal(exit.signal, 'SIGKILL');
+      await until(() => held.aborted, { timeoutMs: 5000, what: 'the held request to be cut by the kill' });
+      // A change while hookd is down.
+      await w.src.create('contacts', contact(11, 'Margaret Hamilton', { created_at: nowIso(), updated_at: nowIso() }));
+
+      const second = await startHookd(env, { apiKey: first.apiKey, workspaceSecret: first.workspaceSecret, encryptionKey: first.encryptionKey });
+      w.cleanups.push(() => second.stop());
+      w.daemon = second;
+      w.api = second.api;
+      await w.rx.waitFor((r) => ids(r).includes('11'), { timeoutMs: 30_000, what: 'the deliveries after the restart', logs: second.logs });
+      await moreRuns(w, [hook.id], 2);
+      const after = w.rx.requests.slice(1);
+      assert.equal(after[0].headers['webhook-id'], held.headers['webhook-id'], 'the interrupted delivery is sent again under the same webhook-id');
+      assert.ok(after[0].raw.equals(held.raw), 'with the same body');
+      assert.equal(after[0].status, 200);
+      // Every change arrived; a change sent twice was sent under one webhook-id.
+      const byId = new Map();
+      for (const r of w.rx.requests) {
+        for (const rec of r.json.data) {
+          const seen = byId.get(rec.id) ?? new Set();
+          seen.add(r.headers['webhook-id']);
+          byId.set(rec.id, seen);
+        }
+      }
+      assert.deepEqual([...byId.keys()].sort(), ['10', '11'], 'nothing lost, nothing extra');
+      for (const [id, deliveries] of byId) assert.equal(deliveries.size, 1, `record ${id} under one webhook-id`);
+      assert.equal(w.rx.requests.length, 3, `the interrupted one, its resend, and the next:\n${w.rx.requests.map((r) => r.rawBody.slice(0, 160)).join('\n')}`);
+      for (const r of w.rx.requests) verifySignatures(r, ws.workspaceSecret);
+      const s = await state(hook.id);
+      assert.equal(Number(s.cursor_seq), Number(s.head_seq));
+      assert.deepEqual(await sql(`select id from deliveries where webhook_id = ${q(hook.id)}`), []);
+    } finally {
+      await w.cleanup();
+    }
+  });
+
+  test('8. private, loopback and metadata hook_urls are refused with 400 (hook_url) without allow_private_destinations', { timeout: TEST_TIMEOUT }, async () => {
+    const w = await world({ env: { HOOKD_ALLOW_PRIVATE_DESTINATIONS: undefined } });
+    try {
+      assert.ok(!('HOOKD_ALLOW_PRIVATE_DESTINATIONS' in w.daemon.env));
+      const refused = [
+        ['http://169.254.169.254/x', '169.254.169.254'],
+        ['http://10.0.0.1/x', '10.0.0.1'],
+        [`${w.rx.url}/x`, '127.0.0.1'],
+        ['http://192.168.1.20:8080/x', '192.168.1.20'],
+        ['http://[::1]:8080/x', '::1'],
+        ['http://[::ffff:169.254.169.254]/x', '169.254.169.254'],
+        ['http://[fd00:ec2::254]/x', 'fd00:ec2::254'],
+        ['http://localhost:9/x', null],
+      ];
+      for (const [url, address] of refused) {
+        const r = await w.api('POST', '/unified/webhook', {
+          body: { connection_id: w.connectionId, object_type: 'crm_contact', event: 'created', interval: INTERVAL, hook_url: url },
+        });
+        assert.equal(r.status, 400, `hook_url ${url} -> ${r.status} ${r.text}`);
+        assert.equal(r.json?.error?.field, 'hook_url', `hook_url ${url}: the error names the field: ${r.text}`);
+        if (address) assert.ok(r.json.error.message.includes(address), `hook_url ${url}: the message names ${address}: ${r.json.error.message}`);
+      }
+      const list = await w.api('GET', `/unified/webhook?connection_id=${w.connectionId}`);
+      assert.equal(list.status, 200);
+      assert.deepEqual(list.json, [], 'nothing was written');
+
+      // At update too: a public hook_url (paused: never called) cannot be changed to a private one.
+      const hook = await createWebhook(w, { event: 'created', hook_url: 'http://93.184.215.14/hook', is_paused: true, interval: 60 });
+      for (const [url] of refused.slice(0, 2)) {
+        const r = await w.api('PATCH', `/unified/webhook/${hook.id}`, {
+          body: { connection_id: w.connectionId, object_type: 'crm_contact', event: 'created', hook_url: url },
+        });
+        assert.equal(r.status, 400, `PATCH hook_url ${url} -> ${r.status} ${r.text}`);
+        assert.equal(r.json?.error?.field, 'hook_url');
+      }
+      assert.equal((await getWebhook(w, hook.id)).hook_url, 'http://93.184.215.14/hook', 'unchanged');
+    } finally {
+      await w.cleanup();
+    }
+  });
+
+  test('8b. a webhook created while private destinations were allowed is refused at connect once they are not', { timeout: TEST_TIMEOUT }, async () => {
+    const w = await world({ collections: { contacts: [contact(1, 'Ada Lovelace'), contact(2, 'Alan Turing')] } });
+    try {
+      const hook = await createWebhook(w, { event: 'created', hook_url: `${w.rx.url}/private` });
+      await baseline(w, hook.id);
+      const first = w.daemon;
+      await first.stop();
+      const second = await startHookd({ HOOKD_ALLOW_PRIVATE_DESTINATIONS: undefined }, { apiKey: first.apiKey, workspaceSecret: first.workspaceSecret });
+      w.cleanups.push(() => second.stop());
+      w.daemon = second;
+      w.api = second.api;
+      await w.src.create('contacts', contact(10, 'Grace Hopper', { created_at: nowIso(), updated_at: nowIso() }));
+      await trigger(w, hook.id);
+      const a = await until(async () => {
+        const rows = await attempts(hook.id);
+        return rows.length >= 1 && rows;
+      }, { what: 'a refused attempt', daemon: second });
+      assert.equal(a[0].status, null, 'no HTTP status: never connected');
+      assert.match(a[0].error, /127\.0\.0\.1/, `the attempt's error names the address: ${a[0].error}`);
+      await sleep(1500);
+      assert.equal(w.rx.requests.length, 0, 'the receiver got nothing');
+      const s = await state(hook.id);
+      assert.ok(Number(s.cursor_seq) < Number(s.head_seq), 'the cursor did not move');
     } finally {
       await w.cleanup();
     }

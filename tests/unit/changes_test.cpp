@@ -81,7 +81,7 @@ TEST_CASE("canonical JSON: large integral numbers are one number whatever their 
   for (const char* a : {"1000000000000000", "2000000000000000", "9007199254740992",
                         "100000000000000000"}) {
     const auto as_int = canon(fmt::format(R"({{"n":{}}})", a));
-    CHECK_MESSAGE(canon(fmt::format(R"({{"n":{}.0}})", a)) == as_int, std::string(a) + ".0");
+    CHECK_MESSAGE(canon(fmt::format(R"({{"n":{}.0}})", a)) == as_int, (std::string(a) + ".0"));
   }
   CHECK(canon(R"({"n":1e15})") == canon(R"({"n":1000000000000000})"));
   CHECK(canon(R"({"n":2.5e15})") == canon(R"({"n":2500000000000000})"));
