@@ -26,6 +26,7 @@ struct feed_state {
   std::optional<sys_time> high_water;
   std::vector<std::string> pending_deletes;
   bool has_deleted_webhook = false;
+  std::string last_error;  // the last poll's error; empty when it was complete
 };
 
 struct poll_outcome {

@@ -160,7 +160,11 @@ awaitable<std::optional<changes::poll_outcome>> scheduler::poll_if_due(
   for (;;) {
     // No structured binding here: g++ 12 mishandles them across suspension points.
     auto leased = co_await feeds_.lease_feed(feed_id, poll_owner(options_.owner, w), fresh_since, options_.lease);
-    if (leased.first == storage::feed_lease::fresh) co_return std::nullopt;
+    if (leased.first == storage::feed_lease::fresh) {
+      if (!leased.second.last_error.empty())
+        run.error = "the shared poll of this feed was incomplete: " + leased.second.last_error;
+      co_return std::nullopt;
+    }
     if (leased.first == storage::feed_lease::busy) {
       // Another run (here or on another instance) is polling this feed: share its result.
       co_await sleep_for(std::chrono::milliseconds(100));
@@ -175,8 +179,16 @@ awaitable<std::optional<changes::poll_outcome>> scheduler::poll_if_due(
                                   conn ? conn->integration_type : "?", w.object_type);
     } else {
       run.polled = true;
-      outcome = co_await poll_feed(poller_, feeds_, *def, *obj, conn->auth_json, leased.second,
-                                   options_.feed);
+      // Whatever goes wrong (a database error on a strange record...), the poll ends here and
+      // gives the feed's lease back, or the feed's other webhooks would wait for it.
+      try {
+        outcome = co_await poll_feed(poller_, feeds_, *def, *obj, conn->auth_json, leased.second,
+                                     options_.feed);
+      } catch (const std::exception& e) {
+        outcome = changes::poll_outcome{};
+        outcome.full = needs_full_scan(leased.second, *obj, options_.feed);
+        outcome.error = std::string("the poll failed: ") + e.what();
+      }
     }
     co_await feeds_.finish_poll(feed_id, outcome);
     co_return outcome;
@@ -195,6 +207,7 @@ awaitable<void> scheduler::run(storage::claimed_webhook w) {
     run.status = "ok";
     if (slot_due) {
       auto outcome = co_await poll_if_due(w, feed_id, run);
+      if (!outcome && !run.error.empty()) run.status = "incomplete";
       if (outcome) {
         run.full_scan = outcome->full;
         run.records_read = outcome->records_read;

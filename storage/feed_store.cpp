@@ -23,7 +23,7 @@ const std::string feed_columns =
     "f.id, f.connection_id, f.object_type, f.filters::text, f.baseline_done, f.polls, "
     "f.record_count, " + millis_of("f.high_water") + ", f.pending_deletes::text, "
     "exists (select 1 from webhooks w where w.feed_id = f.id and w.event = 'deleted' "
-    "and not w.is_paused)";
+    "and not w.is_paused), f.last_error";
 
 changes::feed_state feed_from_row(const pqxx::row& r) {
   changes::feed_state s;
@@ -37,6 +37,7 @@ changes::feed_state feed_from_row(const pqxx::row& r) {
   if (!r[7].is_null()) s.high_water = from_unix_millis(r[7].as<std::int64_t>());
   s.pending_deletes = json::parse_string_array(r[8].as<std::string>());
   s.has_deleted_webhook = r[9].as<bool>();
+  s.last_error = r[10].as<std::string>();
   return s;
 }
 
@@ -148,16 +149,20 @@ awaitable<void> feed_store::finish_poll(std::int64_t feed_id, changes::poll_outc
         "update feeds set polls = polls + 1, last_polled_at = {0}, poll_owner = null, "
         "poll_expires_at = null, pending_deletes = {1}::jsonb, baseline_done = baseline_done or {2}",
         ts, tx.quote(json::string_array(o.pending_deletes)), o.baseline_done ? "true" : "false");
+    sql += ", last_error = " + tx.quote(o.complete ? std::string() : o.error);
     if (o.complete) sql += ", last_complete_at = " + ts;
     if (o.complete && o.full)
       sql += fmt::format(", last_full_scan_at = {}, record_count = (select count(*) from "
                          "feed_records where feed_id = {})", ts, feed_id);
-    if (o.high_water)
+    // Only a complete poll moves the high water mark: after an incomplete one, the records it
+    // did not reach may be older than what it saw.
+    if (o.high_water && o.complete)
       sql += fmt::format(", high_water = greatest(high_water, {})", timestamp_sql(tx, *o.high_water));
     sql += fmt::format(" where id = {} returning connection_id", feed_id);
     auto r = tx.exec1(sql);
     // A connection whose reads fail makes its webhooks unhealthy until a read succeeds.
-    tx.exec0(fmt::format("update webhooks set source_healthy = {0}, is_healthy = {0} "
+    // is_healthy needs both: the source readable and the receiver accepting deliveries.
+    tx.exec0(fmt::format("update webhooks set source_healthy = {0}, is_healthy = {0} and delivery_healthy "
                          "where connection_id = {1} and source_healthy <> {0}",
                          o.complete ? "true" : "false", tx.quote(r[0].as<std::string>())));
     tx.commit();
@@ -235,20 +240,30 @@ awaitable<std::pair<feed_lease, changes::feed_state>> feed_store::lease_feed(
   auto job = [=](pqxx::connection& c) -> std::pair<feed_lease, changes::feed_state> {
     pqxx::work tx(c);
     auto ts = timestamp_sql(tx, now);
+    // Fresh: a finished poll that started at or after fresh_since (a poll that started before
+    // a trigger may have missed what changed just before it).
+    auto fresh = fmt::format(
+        "f.last_poll_started_at is not null and f.last_poll_started_at >= {} and "
+        "f.last_polled_at is not null and f.last_polled_at >= f.last_poll_started_at",
+        timestamp_sql(tx, fresh_since));
     auto r = tx.exec(fmt::format(
-        "update feeds f set poll_owner = {0}, poll_expires_at = {1} + interval '{2} seconds' "
+        "update feeds f set poll_owner = {0}, poll_expires_at = {1} + interval '{2} seconds', "
+        "last_poll_started_at = {1} "
         "where f.id = {3} and (f.poll_expires_at is null or f.poll_expires_at < {1} or f.poll_owner = {0}) "
-        "and (f.last_polled_at is null or f.last_polled_at < {4}) returning {5}",
-        tx.quote(owner), ts, lease.count(), feed_id, timestamp_sql(tx, fresh_since), feed_columns));
+        "and not ({6}) returning {5}",
+        tx.quote(owner), ts, lease.count(), feed_id, timestamp_sql(tx, fresh_since), feed_columns,
+        fresh));
     if (!r.empty()) {
       auto state = feed_from_row(r[0]);
       tx.commit();
       return {feed_lease::acquired, state};
     }
-    auto s = tx.exec1(fmt::format("select (last_polled_at is not null and last_polled_at >= {}) "
-                                  "from feeds where id = {}", timestamp_sql(tx, fresh_since), feed_id));
+    auto s = tx.exec1(fmt::format("select coalesce(({}), false), f.last_error from feeds f where f.id = {}",
+                                  fresh, feed_id));
     tx.commit();
-    return {s[0].as<bool>() ? feed_lease::fresh : feed_lease::busy, {}};
+    changes::feed_state shared;
+    shared.last_error = s[1].as<std::string>();  // a shared poll that failed fails this run too
+    return {s[0].as<bool>() ? feed_lease::fresh : feed_lease::busy, shared};
   };
   co_return co_await db_.run(std::move(job));
 }
@@ -284,7 +299,10 @@ awaitable<void> feed_store::finish_run(claimed_webhook w, std::string owner, run
         timestamp_sql(tx, run.started_at), timestamp_sql(tx, run.finished_at), tx.quote(run.status),
         run.polled, run.full_scan, run.records_read, run.changes, run.requests, tx.quote(run.error)));
     tx.exec0(fmt::format(
-        "update webhooks set checked_at = {0}, next_run_at = {1}, next_slot_at = {5}, lease_owner = null, "
+        "update webhooks set checked_at = {0}, "
+        // A trigger that came during the run stays due.
+        "next_run_at = case when triggered then least(next_run_at, {1}) else {1} end, "
+        "next_slot_at = case when triggered then least(next_slot_at, {5}) else {5} end, lease_owner = null, "
         "lease_expires_at = null, runs = (select coalesce(jsonb_agg(e order by o), '[]'::jsonb) "
         "from jsonb_array_elements(jsonb_build_array({2}::jsonb) || runs) with ordinality t(e, o) "
         "where o <= 10) where id = {3} and lease_owner = {4}",

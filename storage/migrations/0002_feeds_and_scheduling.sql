@@ -13,7 +13,9 @@ create table feeds (
   record_count bigint not null default 0, -- snapshot size
   polls bigint not null default 0,
   last_polled_at timestamptz,             -- end of the last poll (complete or not)
+  last_poll_started_at timestamptz,       -- start of the last poll: what it read is at least this fresh
   last_complete_at timestamptz,
+  last_error text not null default '',    -- why the last poll was incomplete ('' when it was complete)
   last_full_scan_at timestamptz,
   high_water timestamptz,                 -- newest updated_at seen: the next incremental "since"
   pending_deletes jsonb not null default '[]',  -- held by the mass-delete guard

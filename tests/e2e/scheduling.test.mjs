@@ -152,7 +152,7 @@ async function runs(webhookIds) {
   if (!webhookIds.length) return [];
   const rows = await sql(
     `select webhook_id, ${ms('scheduled_for')}, ${ms('started_at')}, ${ms('finished_at')}, status, polled, full_scan, ` +
-      `owner, requests, changes, error from webhook_runs where webhook_id in (${webhookIds.map(q).join(', ')}) ` +
+      `owner, requests, changes, translate(error, E'\\n\\t\\r', '   ') from webhook_runs where webhook_id in (${webhookIds.map(q).join(', ')}) ` +
       `order by scheduled_for, started_at`,
   );
   return rows.map((r) => ({
@@ -429,6 +429,33 @@ describe('failing sources', () => {
       const g = await d.request('GET', `/unified/webhook/${id}`);
       assert.ok(g.json.runs.length && g.json.runs.every((r) => !/^\S+ ok:/.test(r)), `webhook ${id} runs: ${JSON.stringify(g.json.runs)}`);
     }
+  });
+
+  test('a poll that ends in an error releases its feed: the other webhooks of the feed keep running', { timeout: TEST_TIMEOUT }, async (t) => {
+    // A record id the database cannot store (it contains a NUL character) makes the poll fail
+    // with a database error, not with a source error. Whatever the error, the run must give the
+    // feed's poll lease back, or the feed's other webhooks wait for it for ever.
+    const records = contacts(5);
+    records.push(contact(6, { id: 'bad\u0000id' }));
+    const src = await source({ contacts: records });
+    const d = await daemon();
+    const conn = await createConnection(d, src.url);
+    const ids = [(await createWebhook(d, conn, 'created')).id, (await createWebhook(d, conn, 'updated')).id];
+    const feed = await feedOf(ids[0]);
+    await waitFor(async () => {
+      const rs = await runs(ids);
+      return ids.every((id) => rs.filter((r) => r.webhookId === id).length >= 2);
+    }, {
+      what: 'two recorded runs of each webhook of the feed',
+      timeoutMs: 15_000,
+      detail: async () => `${describeRuns(await runs(ids))}\n` +
+        `${JSON.stringify(await sql(`select id, coalesce(lease_owner, '-'), lease_expires_at from webhooks where id in (${ids.map(q).join(', ')})`))}\n` +
+        `feed poll lease: ${(await feedState(feed)).pollOwner}`,
+    });
+    await pause(d, ids);
+    await sleep(1500);
+    assert.equal((await feedState(feed)).pollOwner, '', 'no run holds the feed poll lease once the runs are over');
+    t.diagnostic(describeRuns(await runs(ids)).split('\n').slice(0, 4).join('\n'));
   });
 
   test('a source that fails in the middle of a scan (HTTP 500 for page 2, a reset on page 3) never causes a delete', { timeout: TEST_TIMEOUT }, async () => {

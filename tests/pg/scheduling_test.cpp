@@ -670,12 +670,14 @@ TEST_CASE_FIXTURE(sched_fixture, "lease_feed: acquired, busy while another run p
   const auto polled_at = clk.now();
   CHECK(text(fmt::format("select coalesce(poll_owner, '<null>') from feeds where id = {}", feed)) == "<null>");
   CHECK(millis(fmt::format("(select last_polled_at from feeds where id = {})", feed)) == to_unix_millis(polled_at));
+  const auto started_at = polled_at - 2s;  // the last lease_feed that acquired it
   clk.advance(1s);
-  // Polled at or after fresh_since: share that poll.
-  CHECK(test::await(feeds.lease_feed(feed, "i2/w2", polled_at, 60s)).first == feed_lease::fresh);
-  CHECK(test::await(feeds.lease_feed(feed, "i2/w2", polled_at - 10s, 60s)).first == feed_lease::fresh);
-  // Polled before fresh_since: poll again.
-  auto again = test::await(feeds.lease_feed(feed, "i2/w2", polled_at + 1ms, 60s));
+  // A finished poll that started at or after fresh_since: share that poll.
+  CHECK(test::await(feeds.lease_feed(feed, "i2/w2", started_at, 60s)).first == feed_lease::fresh);
+  CHECK(test::await(feeds.lease_feed(feed, "i2/w2", started_at - 10s, 60s)).first == feed_lease::fresh);
+  // A poll that started before fresh_since (e.g. before a trigger) may have missed changes
+  // made just before it, even if it ended after: poll again.
+  auto again = test::await(feeds.lease_feed(feed, "i2/w2", started_at + 1ms, 60s));
   CHECK(again.first == feed_lease::acquired);
   CHECK(again.second.baseline_done);
   CHECK(again.second.polls == 1);
@@ -764,6 +766,31 @@ TEST_CASE_FIXTURE(sched_fixture, "an incomplete poll keeps the baseline pending 
   test::await(feeds.finish_poll(feed, ok));
   CHECK(test::await(store.get_webhook(ws.id, a.id))->is_healthy);
   CHECK(test::await(store.get_webhook(ws.id, b.id))->is_healthy);
+}
+
+TEST_CASE_FIXTURE(sched_fixture, "a source that reads again does not make a webhook whose deliveries fail healthy") {
+  // is_healthy is false while the source fails OR the receiver fails: the source recovering
+  // alone must not hide failing deliveries.
+  auto c = make_connection();
+  auto failing_receiver = make_webhook(c, "created");
+  auto fine = make_webhook(c, "updated");
+  auto feed = feed_of(failing_receiver);
+  exec(fmt::format("update webhooks set delivery_healthy = false, is_healthy = false where id = '{}'",
+                   failing_receiver.id));
+  changes::poll_outcome failed;
+  failed.full = true;
+  failed.error = "connection refused";
+  test::await(feeds.finish_poll(feed, failed));
+  CHECK_FALSE(test::await(store.get_webhook(ws.id, failing_receiver.id))->is_healthy);
+  CHECK_FALSE(test::await(store.get_webhook(ws.id, fine.id))->is_healthy);
+  changes::poll_outcome ok;
+  ok.complete = true;
+  ok.full = true;
+  ok.baseline_done = true;
+  clk.advance(1s);
+  test::await(feeds.finish_poll(feed, ok));
+  CHECK(test::await(store.get_webhook(ws.id, fine.id))->is_healthy);
+  CHECK_FALSE(test::await(store.get_webhook(ws.id, failing_receiver.id))->is_healthy);
 }
 
 // ---- pruning ----
