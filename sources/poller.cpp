@@ -507,6 +507,8 @@ bool map_record(poller::scan_state& st, element rec, std::size_t index, int page
   if (!id)
     return st.fail(fmt::format("record {} on page {} has no id at {}", index, page,
                                obj.id.empty() ? "/" : obj.id));
+  if (id->find('\0') != std::string::npos)
+    return st.fail(fmt::format("record {} on page {} has an id with a NUL character", index, page));
   std::map<std::string, std::string> filter_values;
   std::string text = "{";
   json::append_quoted(text, "id");
