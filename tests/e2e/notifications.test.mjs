@@ -58,6 +58,18 @@ describe('workspace notifications', () => {
     assert.equal((await req('GET', '/hookd/workspace')).json.notification_url, `${rx.url}/notify`);
   });
 
+  test('notification_url in the configuration sets the bootstrap workspace\'s; a bad one stops start-up', async () => {
+    const configured = await startDaemon({ env: { HOOKD_NOTIFICATION_URL: `${rx.url}/configured` } });
+    try {
+      const r = await configured.request('GET', '/hookd/workspace');
+      assert.equal(r.status, 200);
+      assert.equal(r.json.notification_url, `${rx.url}/configured`);
+    } finally {
+      await configured.stop();
+    }
+    await assert.rejects(startDaemon({ env: { HOOKD_NOTIFICATION_URL: 'ftp://x' } }), /notification_url/);
+  });
+
   test('three failed deliveries notify WEBHOOK_UNHEALTHY; a 410 notifies WEBHOOK_PAUSED', { timeout: 90_000 }, async () => {
     const conn = await req('POST', '/unified/connection', {
       body: { integration_type: 'jsonserver', auth: { api_url: src.url } },
