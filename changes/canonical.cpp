@@ -85,6 +85,41 @@ std::string canonical_record(element record, const std::vector<std::string>& vol
   return out;
 }
 
+std::string identity_record_hash(std::string_view id, simdjson::dom::object members,
+                                 const std::vector<std::string>& volatile_fields) {
+  auto skipped = [&](std::string_view k) {
+    return k == "id" || k == "raw" ||
+           std::find(volatile_fields.begin(), volatile_fields.end(), k) != volatile_fields.end();
+  };
+  std::vector<std::pair<std::string_view, element>> kept;
+  for (auto [k, v] : members)
+    if (!skipped(k)) kept.emplace_back(k, v);
+  bool with_id = std::find(volatile_fields.begin(), volatile_fields.end(), "id") == volatile_fields.end();
+  std::sort(kept.begin(), kept.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::string out = "{";
+  bool id_written = !with_id;
+  bool first = true;
+  auto write_id = [&] {
+    if (!first) out.push_back(',');
+    first = false;
+    json::append_quoted(out, "id");
+    out.push_back(':');
+    json::append_quoted(out, id);
+    id_written = true;
+  };
+  for (const auto& [k, v] : kept) {
+    if (!id_written && std::string_view("id") < k) write_id();
+    if (!first) out.push_back(',');
+    first = false;
+    json::append_quoted(out, k);
+    out.push_back(':');
+    append_canonical(out, v);
+  }
+  if (!id_written) write_id();
+  out.push_back('}');
+  return crypto::sha256_hex(out);
+}
+
 std::string record_hash(element record, const std::vector<std::string>& volatile_fields) {
   return crypto::sha256_hex(canonical_record(record, volatile_fields));
 }

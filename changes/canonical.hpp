@@ -19,6 +19,12 @@ void append_canonical(std::string& out, simdjson::dom::element e,
 std::string canonical_record(simdjson::dom::element record,
                              const std::vector<std::string>& volatile_fields);
 
+// The hash record_hash would give the record {"id": id, <members but id and raw>} (the
+// identity mapping's output), computed from the source record itself, without writing the
+// mapped record and parsing it again.
+std::string identity_record_hash(std::string_view id, simdjson::dom::object members,
+                                 const std::vector<std::string>& volatile_fields);
+
 // SHA-256 of the canonical record, hex.
 std::string record_hash(simdjson::dom::element record,
                         const std::vector<std::string>& volatile_fields);

@@ -344,6 +344,7 @@ awaitable<net::response> api::save_webhook(context& ctx, webhook h, bool is_new,
   std::optional<webhook> saved;
   if (is_new) saved = co_await store_.create_webhook(h, include_all, pushed);
   else saved = co_await store_.update_webhook(h, pushed);
+  if (saved && !is_new && on_changed_) on_changed_(saved->id);
   if (!saved) {
     // The connection disappeared between the check and the write (or the webhook did).
     if (!is_new && !(co_await store_.get_webhook(ctx.ws.id, h.id)))
@@ -383,6 +384,7 @@ awaitable<net::response> api::webhook_item(context& ctx, const std::string& id) 
   if (method == http::verb::delete_) {
     if (!co_await store_.delete_webhook(ctx.ws.id, id))
       co_return error_response(not_found("webhook", id));
+    if (on_changed_) on_changed_(id);
     co_return empty_ok();
   }
   auto existing = co_await store_.get_webhook(ctx.ws.id, id);

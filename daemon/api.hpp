@@ -27,6 +27,8 @@ public:
   // Called after a trigger made a webhook due (wakes this instance's scheduler at once;
   // other instances hear the NOTIFY).
   void on_trigger(std::function<void()> f) { on_trigger_ = std::move(f); }
+  // Called after a webhook was updated or deleted (its delivery lane reads it again).
+  void on_webhook_changed(std::function<void(const std::string&)> f) { on_changed_ = std::move(f); }
 
 private:
   struct context;
@@ -51,6 +53,7 @@ private:
   const sources::integration_registry& integrations_;
   api_options options_;
   std::function<void()> on_trigger_;
+  std::function<void(const std::string&)> on_changed_;
 };
 
 }  // namespace hookd

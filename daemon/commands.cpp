@@ -22,6 +22,7 @@
 #include "net/address_policy.hpp"
 #include "net/http_client.hpp"
 #include "storage/delivery_store.hpp"
+#include "scheduler/delivery_engine.hpp"
 #include "scheduler/scheduler.hpp"
 #include "sources/poller.hpp"
 #include "storage/feed_store.hpp"
@@ -35,6 +36,7 @@ namespace {
 struct database {
   std::unique_ptr<embedded_postgres> embedded;
   std::unique_ptr<storage::executor> executor;
+  std::string url;  // the server's URL (without the executor's timeout options)
 };
 
 void ensure_data_dir(const config& cfg) {
@@ -49,6 +51,7 @@ database open_database(const config& cfg) {
     db.embedded = embedded_postgres::start({cfg.data_dir, cfg.postgres_bin_dir});
     url = db.embedded->url();
   }
+  db.url = url;
   db.executor = std::make_unique<storage::executor>(storage::executor_options{
       url, cfg.db_pool_size, cfg.db_connect_timeout_seconds, cfg.db_statement_timeout_ms});
   db.executor->run_sync([](pqxx::connection& c) { storage::apply_migrations(c); });
@@ -102,8 +105,10 @@ void print_bootstrap(const storage::store::bootstrap_result& b) {
 net::client_options client_options_for(const config& cfg);
 
 asio::awaitable<void> drain_and_stop(asio::io_context& ioc, net::http_server& server,
-                                     scheduler::scheduler& sched, std::chrono::seconds deadline) {
+                                     scheduler::scheduler& sched, scheduler::delivery_engine& engine,
+                                     std::chrono::seconds deadline) {
   co_await sched.stop(deadline);
+  co_await engine.stop(deadline);
   asio::steady_timer timer(ioc);
   auto until = std::chrono::steady_clock::now() + deadline;
   while (server.in_flight() > 0 && std::chrono::steady_clock::now() < until) {
@@ -206,21 +211,39 @@ int run_serve(const config& cfg) {
   net::http_client source_client(ioc.get_executor(), client_options_for(cfg));
   connection_health health(store);
   sources::poller poller(source_client, health, clk);
-  storage::feed_store feeds(*db.executor, clk);
+  // Separate pools (DESIGN §2.1, no funnel): API requests, the scheduler's polls and runs,
+  // and the delivery engine never queue behind one another's database jobs.
+  storage::executor sched_db({db.url, cfg.db_scheduler_pool_size, cfg.db_connect_timeout_seconds,
+                              cfg.db_statement_timeout_ms});
+  storage::executor delivery_db({db.url, cfg.db_delivery_pool_size, cfg.db_connect_timeout_seconds,
+                                 cfg.db_statement_timeout_ms});
+  storage::store sched_store(sched_db, store.cipher(), clk);
+  storage::store delivery_store(delivery_db, store.cipher(), clk);
+  storage::feed_store feeds(sched_db, clk);
   // Subscribers' endpoints go through the SSRF guard at every connect.
   net::address_policy destinations(cfg.allow_private_destinations);
   auto delivery_client_options = client_options_for(cfg);
   delivery_client_options.allow_address = [&destinations](const asio::ip::address& a) {
     return destinations.allowed(a);
   };
+  // Every lane may keep its connection alive, many lanes deliver to one origin.
+  delivery_client_options.max_idle_per_origin = static_cast<std::size_t>(cfg.delivery_lanes);
   net::http_client delivery_client(ioc.get_executor(), delivery_client_options);
-  storage::delivery_store delivery_records(*db.executor, clk);
-  scheduler::deliverer sender(delivery_client, store, delivery_records, clk,
-                              {cfg.retry_schedule, 3, std::chrono::seconds(3600), 100});
   auto sched_options = scheduler_options_for(cfg);
-  scheduler::scheduler sched(ioc, store, feeds, poller, sender, registry, clk, sched_options);
+  storage::delivery_store delivery_records(delivery_db, store.cipher(), clk, sched_options.owner, 3);
+  scheduler::delivery_options engine_options;
+  engine_options.retry_schedule = cfg.retry_schedule;
+  engine_options.max_lanes = cfg.delivery_lanes;
+  engine_options.prepare_ahead = cfg.delivery_prepare_ahead;
+  engine_options.lease = std::chrono::seconds(cfg.lease_seconds);
+  scheduler::delivery_engine engine(ioc, delivery_client, delivery_store, delivery_records, clk,
+                                    engine_options);
+  scheduler::scheduler sched(ioc, sched_store, feeds, poller, registry, clk, sched_options,
+                             [&engine] { engine.wake(); });
   rest.on_trigger([&sched] { sched.wake(); });
+  rest.on_webhook_changed([&engine](const std::string& id) { engine.changed(id); });
   sched.start();
+  engine.start();
   asio::co_spawn(ioc, prune_loop(feeds, std::chrono::hours(cfg.log_retention_hours)), log_exception);
   spdlog::info("scheduler started as {}", sched_options.owner);
 
@@ -237,7 +260,7 @@ int run_serve(const config& cfg) {
     spdlog::info("received signal {}; draining", sig);
     sd_notify(0, "STOPPING=1");
     server.stop();
-    asio::co_spawn(ioc, drain_and_stop(ioc, server, sched, std::chrono::seconds(cfg.drain_seconds)),
+    asio::co_spawn(ioc, drain_and_stop(ioc, server, sched, engine, std::chrono::seconds(cfg.drain_seconds)),
                    log_exception);
   });
   std::uint64_t watchdog_usec = 0;

@@ -30,7 +30,11 @@ struct config {
   std::string log_level = "info";             // trace | debug | info | warn | error | critical | off
   std::vector<double> retry_schedule;         // seconds; default Fibonacci minutes, 20 retries
   int threads = 2;                            // event-loop threads
-  int db_pool_size = 4;                       // database threads, one connection each
+  int db_pool_size = 4;                       // API database threads, one connection each
+  int db_scheduler_pool_size = 4;             // the scheduler's (polls, runs) database threads
+  int db_delivery_pool_size = 3;              // the delivery engine's database threads
+  int delivery_lanes = 512;                   // webhooks delivered to at once per instance
+  int delivery_prepare_ahead = 32;            // POSTs of a webhook recorded per commit
   int db_connect_timeout_seconds = 5;
   int db_statement_timeout_ms = 30000;
   std::size_t max_body_bytes = 1024 * 1024;   // request bodies over this get 413

@@ -58,7 +58,7 @@ bool matches_filters(std::string_view record_json, const std::map<std::string, s
   return true;
 }
 
-batch select_batch(const std::vector<log_entry>& entries, std::string_view event,
+batch select_batch(std::span<const log_entry> entries, std::string_view event,
                    const std::map<std::string, std::string>& client_filters,
                    std::string_view fields, int page_limit) {
   batch out;
@@ -73,6 +73,7 @@ batch select_batch(const std::vector<log_entry>& entries, std::string_view event
     if (e.kind == event && !chosen.contains(e.record_id)) {
       if (static_cast<int>(order.size()) == page_limit) {
         end = i;
+        out.full = true;
         break;
       }
       chosen[e.record_id] = true;
@@ -82,6 +83,8 @@ batch select_batch(const std::vector<log_entry>& entries, std::string_view event
   // Coalesce: each chosen record in its latest state within the window.
   for (std::size_t i = 0; i < end; ++i) latest[entries[i].record_id] = i;
   out.seq_to = entries[end - 1].seq;
+  out.used = end;
+  if (static_cast<int>(order.size()) == page_limit) out.full = true;
   std::string data = "[";
   for (const auto& id : order) {
     const auto& record = entries[latest[id]].record;

@@ -4,6 +4,7 @@
 // each record, projected to its fields, at most page_max_limit records.
 #include <cstdint>
 #include <map>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -21,11 +22,13 @@ struct batch {
   std::string data;           // JSON array of the projected records
   std::size_t count = 0;      // records in data
   std::int64_t seq_to = 0;    // the cursor after this delivery
+  std::size_t used = 0;       // entries of the window (the next delivery starts after them)
+  bool full = false;          // the window holds page_limit records of the event
 };
 
 // `entries` are in seq order, all after the webhook's cursor. When none matches, count is 0
 // and seq_to is the last entry's seq (the cursor can skip them).
-batch select_batch(const std::vector<log_entry>& entries, std::string_view event,
+batch select_batch(std::span<const log_entry> entries, std::string_view event,
                    const std::map<std::string, std::string>& client_filters,
                    std::string_view fields, int page_limit);
 

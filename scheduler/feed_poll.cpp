@@ -22,7 +22,8 @@ bool needs_full_scan(const changes::feed_state& feed, const sources::integration
 namespace {
 
 observed_record observe(const sources::mapped_record& r, const std::vector<std::string>& volatile_fields) {
-  observed_record o{r.id, "", r.json, r.deleted};
+  observed_record o{r.id, r.hash, r.json, r.deleted};
+  if (!o.hash.empty()) return o;  // hashed by the mapping
   json::document doc;
   if (!json::document::parse(r.json, doc)) o.hash = changes::record_hash(doc.root(), volatile_fields);
   return o;
@@ -35,7 +36,8 @@ asio::awaitable<changes::poll_outcome> poll_feed(sources::poller& poller,
                                                  const sources::integration& definition,
                                                  const sources::integration_object& object,
                                                  std::string auth_json, changes::feed_state feed,
-                                                 feed_poll_options options) {
+                                                 feed_poll_options options,
+                                                 std::function<void()> changes_logged) {
   changes::poll_outcome out;
   out.full = needs_full_scan(feed, object, options);
   out.pending_deletes = feed.pending_deletes;
@@ -59,8 +61,10 @@ asio::awaitable<changes::poll_outcome> poll_feed(sources::poller& poller,
     }
     auto known = co_await repo.known_hashes(feed.id, ids);
     auto found = changes::diff_observed(observed, known);
-    out.changes += baseline ? 0 : static_cast<std::int64_t>(found.size());
+    auto logged = baseline ? 0 : static_cast<std::int64_t>(found.size());
+    out.changes += logged;
     co_await repo.apply_changes(feed.id, std::move(found), baseline);
+    if (logged && changes_logged) changes_logged();
     co_return true;
   };
   auto result = co_await poller.scan(std::move(req), sink);
@@ -88,7 +92,9 @@ asio::awaitable<changes::poll_outcome> poll_feed(sources::poller& poller,
       out.pending_deletes = std::move(decision.hold);
       out.changes += static_cast<std::int64_t>(deletes.size());
     }
+    bool logged = !baseline && !deletes.empty();
     co_await repo.apply_changes(feed.id, std::move(deletes), baseline);
+    if (logged && changes_logged) changes_logged();
     out.baseline_done = true;
   }
   co_return out;

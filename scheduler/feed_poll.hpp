@@ -3,6 +3,7 @@
 // snapshot, write the changes, and after a complete full scan detect deletes (behind the
 // mass-delete guard). A baseline poll (a new feed) fills the snapshot without events.
 #include <chrono>
+#include <functional>
 
 #include <boost/asio/awaitable.hpp>
 
@@ -22,12 +23,15 @@ struct feed_poll_options {
 bool needs_full_scan(const changes::feed_state& feed, const sources::integration_object& obj,
                      const feed_poll_options& options);
 
+// `changes_logged` is called after each page whose changes were committed to the log, so that
+// delivery starts while the rest of the scan goes on.
 boost::asio::awaitable<changes::poll_outcome> poll_feed(sources::poller& poller,
                                                         changes::feed_repository& repo,
                                                         const sources::integration& definition,
                                                         const sources::integration_object& object,
                                                         std::string auth_json,
                                                         changes::feed_state feed,
-                                                        feed_poll_options options);
+                                                        feed_poll_options options,
+                                                        std::function<void()> changes_logged = {});
 
 }  // namespace hookd::scheduler

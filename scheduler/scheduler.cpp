@@ -52,8 +52,6 @@ void log_event_run(const storage::claimed_webhook& w, const storage::run_record&
              {"records_read", r.records_read},
              {"changes", r.changes},
              {"requests", r.requests},
-             {"delivered", r.delivered},
-             {"delivery_failures", r.failed},
              {"duration_ms", std::chrono::duration_cast<std::chrono::milliseconds>(
                                  r.finished_at - r.started_at).count()},
              {"error", r.error}});
@@ -72,12 +70,11 @@ std::chrono::milliseconds interval_of(const storage::claimed_webhook& w) {
 }  // namespace
 
 scheduler::scheduler(asio::io_context& ioc, storage::store& store, storage::feed_store& feeds,
-                     sources::poller& poller, deliverer& sender,
-                     const sources::integration_registry& integrations, const clock& clk,
-                     scheduler_options options)
+                     sources::poller& poller, const sources::integration_registry& integrations,
+                     const clock& clk, scheduler_options options, std::function<void()> changes_logged)
     : ioc_(ioc), strand_(asio::make_strand(ioc)), timer_(strand_), store_(store), feeds_(feeds),
-      poller_(poller), deliverer_(sender), integrations_(integrations), clock_(clk),
-      options_(std::move(options)) {}
+      poller_(poller), changes_logged_(std::move(changes_logged)), integrations_(integrations),
+      clock_(clk), options_(std::move(options)) {}
 
 scheduler::~scheduler() {
   stopping_ = true;
@@ -183,7 +180,7 @@ awaitable<std::optional<changes::poll_outcome>> scheduler::poll_if_due(
       // gives the feed's lease back, or the feed's other webhooks would wait for it.
       try {
         outcome = co_await poll_feed(poller_, feeds_, *def, *obj, conn->auth_json, leased.second,
-                                     options_.feed);
+                                     options_.feed, changes_logged_);
       } catch (const std::exception& e) {
         outcome = changes::poll_outcome{};
         outcome.full = needs_full_scan(leased.second, *obj, options_.feed);
@@ -191,6 +188,8 @@ awaitable<std::optional<changes::poll_outcome>> scheduler::poll_if_due(
       }
     }
     co_await feeds_.finish_poll(feed_id, outcome);
+    // A completed baseline may start initial syncs (include_all) at once.
+    if (outcome.baseline_done && changes_logged_) changes_logged_();
     co_return outcome;
   }
 }
@@ -198,9 +197,9 @@ awaitable<std::optional<changes::poll_outcome>> scheduler::poll_if_due(
 awaitable<void> scheduler::run(storage::claimed_webhook w) {
   storage::run_record run;
   run.started_at = clock_.now();
-  // A run claimed for a delivery retry before the poll slot delivers only.
+  // A webhook claimed before its poll slot (next_run_at set earlier, e.g. by an older
+  // version's delivery retry) only has its schedule put right.
   bool slot_due = run.started_at >= w.next_slot_at;
-  std::optional<sys_time> retry_at;
   try {
     auto feed_id = w.feed_id ? w.feed_id : co_await feeds_.ensure_feed(w.id);
     w.feed_id = feed_id;
@@ -217,24 +216,15 @@ awaitable<void> scheduler::run(storage::claimed_webhook w) {
         if (!outcome->complete) run.status = "incomplete";
       }
     }
-    auto report = co_await deliverer_.deliver(w.id);
-    run.delivered = report.delivered;
-    run.failed = report.failed;
-    retry_at = report.retry_at;
-    if (!report.paused.empty()) {
-      run.status = "paused";
-      run.error = run.error.empty() ? report.paused : run.error + "; " + report.paused;
-    }
   } catch (const std::exception& e) {
     run.status = "failed";
     run.error = e.what();
   }
   run.finished_at = clock_.now();
   auto slot = slot_due ? next_slot(w.next_slot_at, interval_of(w), run.finished_at) : w.next_slot_at;
-  auto next_run = retry_at ? std::min(slot, *retry_at) : slot;
   log_event_run(w, run);
   try {
-    co_await feeds_.finish_run(w, options_.owner, run, slot, next_run);
+    co_await feeds_.finish_run(w, options_.owner, run, slot, slot);
   } catch (const std::exception& e) {
     // The lease lapses and another run takes the slot: nothing is lost.
     spdlog::error("recording the run of webhook {} failed: {}", w.id, e.what());

@@ -2,9 +2,11 @@
 // The scheduler: claims due webhooks from PostgreSQL in batches under a lease (so any
 // number of instances can share one database), runs each (poll the feed unless a fresh poll
 // is shared, record the run) and computes the next slot without drift. A trigger wakes it
-// at once through LISTEN/NOTIFY.
+// at once through LISTEN/NOTIFY. Delivery is the delivery engine's (delivery_engine.hpp):
+// a poll that logs changes marks the feed's webhooks (deliver_at) and calls `changes_logged`.
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -14,7 +16,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 
-#include "scheduler/deliverer.hpp"
 #include "scheduler/feed_poll.hpp"
 #include "sources/integration_registry.hpp"
 #include "sources/poller.hpp"
@@ -40,9 +41,8 @@ sys_time next_slot(sys_time scheduled, std::chrono::milliseconds interval, sys_t
 class scheduler {
 public:
   scheduler(boost::asio::io_context& ioc, storage::store& store, storage::feed_store& feeds,
-            sources::poller& poller, deliverer& sender,
-            const sources::integration_registry& integrations, const clock& clk,
-            scheduler_options options);
+            sources::poller& poller, const sources::integration_registry& integrations,
+            const clock& clk, scheduler_options options, std::function<void()> changes_logged = {});
   ~scheduler();
 
   void start();
@@ -66,7 +66,7 @@ private:
   storage::store& store_;
   storage::feed_store& feeds_;
   sources::poller& poller_;
-  deliverer& deliverer_;
+  std::function<void()> changes_logged_;
   const sources::integration_registry& integrations_;
   const clock& clock_;
   scheduler_options options_;

@@ -1,5 +1,7 @@
 #include "sources/poller.hpp"
 
+#include "changes/canonical.hpp"
+
 #include <ctime>
 #include <set>
 
@@ -534,7 +536,10 @@ bool map_record(poller::scan_state& st, element rec, std::size_t index, int page
   }
   if (!passes_filters(st, filter_values)) return true;
   text += ",\"raw\":" + json::to_string(rec) + "}";
-  mapped_record m{*id, std::move(text), false, std::nullopt};
+  mapped_record m{*id, std::move(text), false, std::nullopt, {}};
+  // The identity mapping's record is the source's: hash it here, not by parsing `text` again.
+  if (!obj.mapping)
+    m.hash = changes::identity_record_hash(*id, rec.get_object().value_unsafe(), obj.volatile_fields);
   if (obj.tombstones && !obj.tombstones->field.empty())
     if (auto t = resolve_pointer(rec, obj.tombstones->field)) m.deleted = truthy(*t);
   if (!obj.updated_at.empty())

@@ -26,6 +26,7 @@ struct mapped_record {
   std::string json;  // the Unified record with "raw"
   bool deleted = false;  // a tombstone
   std::optional<sys_time> updated_at;  // from the definition's updated_at pointer
+  std::string hash;  // the change-detection hash when the mapping computed it ("": not yet)
 };
 
 struct scan_request {

@@ -1,8 +1,13 @@
 #include "storage/delivery_store.hpp"
 
+#include <algorithm>
+#include <set>
+#include <unordered_map>
+
 #include <fmt/format.h>
 
 #include "core/json.hpp"
+#include "storage/rows.hpp"
 #include "storage/sql.hpp"
 
 namespace hookd::storage {
@@ -12,18 +17,300 @@ using awaitable = boost::asio::awaitable<T>;
 
 namespace {
 
-void insert_attempt(pqxx::work& tx, const std::string& webhook_id, const pending_delivery& d,
-                    const attempt_record& a, sys_time at) {
+constexpr int max_log_read = 5000;  // log entries read for one lane at most
+
+std::string bigint_array_literal(const std::vector<std::int64_t>& values) {
+  std::string out = "{";
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    if (i) out.push_back(',');
+    out += std::to_string(values[i]);
+  }
+  out.push_back('}');
+  return out;
+}
+
+std::string ids_sql(pqxx::transaction_base& tx, const std::vector<std::string>& ids) {
+  return tx.quote(text_array_literal(ids)) + "::text[]";
+}
+
+std::string run_entry(sys_time at, const std::string& reason) {
+  json::writer w;
+  w.value(fmt::format("{} paused: {}", format_iso8601(at), reason));
+  return w.take();
+}
+
+}  // namespace
+
+awaitable<std::vector<std::string>> delivery_store::claim(int limit, std::chrono::seconds lease) {
+  auto now = clock_.now();
+  auto job = [this, limit, lease, now](pqxx::connection& c) {
+    pqxx::work tx(c);
+    auto ts = timestamp_sql(tx, now);
+    auto r = tx.exec(fmt::format(
+        "with due as (select id from webhooks where deliver_at <= {0} and not is_paused "
+        "and hook_url <> '' and (delivery_expires_at is null or delivery_expires_at < {0}) "
+        "order by deliver_at limit {1} for update skip locked) "
+        "update webhooks w set delivery_owner = {2}, delivery_expires_at = {0} + interval '{3} seconds' "
+        "from due where w.id = due.id returning w.id",
+        ts, limit, tx.quote(owner_), lease.count()));
+    tx.commit();
+    std::vector<std::string> out;
+    out.reserve(r.size());
+    for (const auto& row : r) out.push_back(row[0].as<std::string>());
+    return out;
+  };
+  co_return co_await db_.run(std::move(job));
+}
+
+awaitable<std::optional<sys_time>> delivery_store::next_due() {
+  auto now = clock_.now();
+  auto job = [now](pqxx::connection& c) -> std::optional<sys_time> {
+    pqxx::read_transaction tx(c);
+    auto r = tx.exec1(fmt::format(
+        "select {} from webhooks where deliver_at is not null and not is_paused and hook_url <> ''",
+        millis_of(fmt::format("min(case when delivery_expires_at >= {0} then "
+                              "greatest(deliver_at, delivery_expires_at) else deliver_at end)",
+                              timestamp_sql(tx, now)))));
+    if (r[0].is_null()) return std::nullopt;
+    return from_unix_millis(r[0].as<std::int64_t>());
+  };
+  co_return co_await db_.run(std::move(job));
+}
+
+awaitable<void> delivery_store::extend_leases(std::vector<std::string> ids, std::chrono::seconds lease) {
+  auto now = clock_.now();
+  auto job = [this, now, lease, ids = std::move(ids)](pqxx::connection& c) {
+    pqxx::work tx(c);
+    tx.exec0(fmt::format("update webhooks set delivery_expires_at = {} + interval '{} seconds' "
+                         "where delivery_owner = {} and id = any({})",
+                         timestamp_sql(tx, now), lease.count(), tx.quote(owner_), ids_sql(tx, ids)));
+    tx.commit();
+  };
+  co_await db_.run(std::move(job));
+}
+
+awaitable<void> delivery_store::release_leases() {
+  auto job = [this](pqxx::connection& c) {
+    pqxx::work tx(c);
+    // deliver_at stays: another instance (or the next start) carries on where this one stopped.
+    tx.exec0("update webhooks set delivery_owner = null, delivery_expires_at = null "
+             "where delivery_owner = " + tx.quote(owner_));
+    tx.commit();
+  };
+  co_await db_.run(std::move(job));
+}
+
+// ---------------------------------------------------------------------------------------------
+// read_lanes: one repeatable-read snapshot, four queries for any number of lanes.
+
+namespace {
+
+void read_targets(pqxx::transaction_base& tx, const std::vector<std::string>& ids,
+                  const std::string& owner, std::unordered_map<std::string, lane_input*>& by_id) {
+  auto r = tx.exec(fmt::format(
+      "select w.id, coalesce(w.feed_id, 0), w.cursor_seq, w.client_filters::text, "
+      "w.consecutive_failures, w.initial_sync_done, w.initial_after, coalesce(f.baseline_done, false), "
+      "coalesce(w.delivery_owner = {1}, false), w.deliver_gen "
+      "from webhooks w left join feeds f on f.id = w.feed_id where w.id = any({0})",
+      ids_sql(tx, ids), tx.quote(owner)));
+  for (const auto& row : r) {
+    auto& in = *by_id.at(row[0].as<std::string>());
+    in.target = delivery_target{row[1].as<std::int64_t>(), row[2].as<std::int64_t>(),
+                                json::parse_string_map(row[3].as<std::string>()), row[4].as<int>(),
+                                row[5].as<bool>(), row[6].as<std::string>(), row[7].as<bool>(), {}};
+    in.leased = row[8].as<bool>();
+    in.gen = row[9].as<std::int64_t>();
+  }
+}
+
+void read_pending(pqxx::transaction_base& tx, const std::vector<std::string>& ids,
+                  std::unordered_map<std::string, lane_input*>& by_id) {
+  auto r = tx.exec(fmt::format(
+      "select webhook_id, id, seq_to, type, body, records, attempts, {}, initial_after, snapshot_head "
+      "from deliveries where webhook_id = any({}) order by webhook_id, ord",
+      millis_of("next_attempt_at"), ids_sql(tx, ids)));
+  for (const auto& row : r)
+    by_id.at(row[0].as<std::string>())
+        ->pending.push_back({row[1].as<std::string>(), row[2].as<std::int64_t>(),
+                             row[3].as<std::string>(), row[4].as<std::string>(), row[5].as<int>(),
+                             row[6].as<int>(), from_unix_millis(row[7].as<std::int64_t>()),
+                             row[8].as<std::string>(), row[9].as<std::int64_t>()});
+}
+
+// The unread log entries of lanes with nothing pending, through the (feed_id, seq) key:
+// only as many entries as the next POSTs can use.
+void read_unread(pqxx::transaction_base& tx, std::vector<lane_input*>& lanes, int ahead) {
+  std::vector<std::string> ids;
+  std::vector<std::int64_t> feeds, cursors, limits;
+  std::unordered_map<std::string, lane_input*> by_id;
+  for (auto* in : lanes) {
+    ids.push_back(in->webhook_id);
+    feeds.push_back(in->target.feed_id);
+    cursors.push_back(in->target.cursor_seq);
+    limits.push_back(std::min<std::int64_t>(max_log_read, std::int64_t{in->hook->page_max_limit} * ahead + 1));
+    by_id[in->webhook_id] = in;
+  }
+  if (ids.empty()) return;
+  auto r = tx.exec(fmt::format(
+      "select u.wid, l.seq, l.record_id, l.kind, l.record "
+      "from unnest({}, {}::bigint[], {}::bigint[], {}::bigint[]) as u(wid, feed, cur, lim) "
+      "cross join lateral (select seq, record_id, kind, record from change_log "
+      "where feed_id = u.feed and seq > u.cur order by seq limit u.lim) l order by u.wid, l.seq",
+      ids_sql(tx, ids), tx.quote(bigint_array_literal(feeds)), tx.quote(bigint_array_literal(cursors)),
+      tx.quote(bigint_array_literal(limits))));
+  for (const auto& row : r)
+    by_id.at(row[0].as<std::string>())
+        ->unread.push_back({row[1].as<std::int64_t>(), row[2].as<std::string>(),
+                            row[3].as<std::string>(), row[4].as<std::string>()});
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    auto* in = by_id.at(ids[i]);
+    in->unread_more = static_cast<std::int64_t>(in->unread.size()) >= limits[i];
+  }
+}
+
+// Initial sync: the next snapshot records (id order, byte-wise) and the log head read with them.
+void read_snapshot(pqxx::transaction_base& tx, lane_input& in, int ahead) {
+  auto limit = std::min<std::int64_t>(max_log_read, std::int64_t{in.hook->page_max_limit} * ahead + 1);
+  in.snapshot_head = tx.exec1(fmt::format("select head_seq from feeds where id = {}", in.target.feed_id))[0]
+                         .as<std::int64_t>();
+  auto r = tx.exec(fmt::format("select record_id, record from feed_records where feed_id = {} "
+                               "and record_id > {} collate \"C\" order by record_id collate \"C\" limit {}",
+                               in.target.feed_id, tx.quote(in.target.initial_after), limit));
+  for (const auto& row : r) in.snapshot.push_back({0, row[0].as<std::string>(), "created", row[1].as<std::string>()});
+  in.snapshot_more = static_cast<std::int64_t>(in.snapshot.size()) >= limit;
+  auto pages = tx.exec(fmt::format(
+      "select p->>'after', (p->>'head')::bigint from webhooks w, "
+      "jsonb_array_elements(w.initial_pages) with ordinality as a(p, n) where w.id = {} order by n",
+      tx.quote(in.webhook_id)));
+  for (const auto& row : pages)
+    in.target.initial_pages.push_back({row[0].as<std::string>(), row[1].as<std::int64_t>()});
+}
+
+void read_initial_pages(pqxx::transaction_base& tx, const std::vector<std::string>& ids,
+                        std::unordered_map<std::string, lane_input*>& by_id) {
+  // The boundaries of delivered initial pages: VIRTUAL deliveries skip what a page carried.
+  auto r = tx.exec(fmt::format(
+      "select w.id, p->>'after', (p->>'head')::bigint from webhooks w, "
+      "jsonb_array_elements(w.initial_pages) with ordinality as a(p, n) "
+      "where w.id = any({}) and jsonb_array_length(w.initial_pages) > 0 order by w.id, n",
+      ids_sql(tx, ids)));
+  for (const auto& row : r)
+    by_id.at(row[0].as<std::string>())
+        ->target.initial_pages.push_back({row[1].as<std::string>(), row[2].as<std::int64_t>()});
+}
+
+}  // namespace
+
+std::vector<lane_input> delivery_store::read_lanes(pqxx::connection& c,
+                                                   const std::vector<std::string>& ids,
+                                                   int ahead) const {
+  // One snapshot: the pending deliveries, the cursor, the log and deliver_gen agree.
+  pqxx::transaction<pqxx::isolation_level::repeatable_read, pqxx::readwrite_policy::read_only> tx(c);
+  std::vector<lane_input> out(ids.size());
+  std::unordered_map<std::string, lane_input*> by_id;
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    out[i].webhook_id = ids[i];
+    by_id[ids[i]] = &out[i];
+  }
+  for (const auto& row : tx.exec("select " + webhook_columns + " from webhooks where id = any(" +
+                                 ids_sql(tx, ids) + ")"))
+    by_id.at(row[0].as<std::string>())->hook = webhook_from_row(row, cipher_);
+  read_targets(tx, ids, owner_, by_id);
+  read_pending(tx, ids, by_id);
+  std::vector<lane_input*> log_readers;
+  std::vector<std::string> virtual_ids;
+  for (auto& in : out) {
+    if (!in.hook || !in.leased || !in.pending.empty() || !in.target.feed_id) continue;
+    if (!in.target.initial_sync_done) {
+      if (in.target.feed_ready) read_snapshot(tx, in, ahead);
+      continue;
+    }
+    log_readers.push_back(&in);
+    virtual_ids.push_back(in.webhook_id);
+  }
+  read_unread(tx, log_readers, ahead);
+  if (!virtual_ids.empty()) read_initial_pages(tx, virtual_ids, by_id);
+  tx.commit();
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// write_lanes: one transaction, a few multi-row statements for any number of lanes.
+
+namespace {
+
+struct write_context {
+  pqxx::work& tx;
+  std::string now;  // SQL timestamp
+  sys_time now_time;
+};
+
+void insert_records(write_context& w, const std::vector<const lane_write*>& writes) {
+  std::vector<std::string> ids, hooks, types, bodies, afters;
+  std::vector<std::int64_t> seqs, counts, heads;
+  for (const auto* lw : writes)
+    for (const auto& d : lw->record) {
+      ids.push_back(d.id);
+      hooks.push_back(lw->webhook_id);
+      types.push_back(d.type);
+      bodies.push_back(d.body);
+      afters.push_back(d.initial_after);
+      seqs.push_back(d.seq_to);
+      counts.push_back(d.records);
+      heads.push_back(d.snapshot_head);
+    }
+  if (ids.empty()) return;
+  auto& tx = w.tx;
+  // WITH ORDINALITY + ORDER BY: ord (the send order) follows the order given.
+  tx.exec0(fmt::format(
+      "insert into deliveries(id, webhook_id, seq_to, type, body, records, initial_after, "
+      "snapshot_head, attempts, next_attempt_at, created_at) "
+      "select u.id, u.hook, u.seq, u.type, u.body, u.records, u.after, u.head, 0, {0}, {0} "
+      "from unnest({1}::text[], {2}::text[], {3}::bigint[], {4}::text[], {5}::text[], {6}::int[], "
+      "{7}::text[], {8}::bigint[]) with ordinality as u(id, hook, seq, type, body, records, after, head, n) "
+      "order by u.n",
+      w.now, tx.quote(text_array_literal(ids)), tx.quote(text_array_literal(hooks)),
+      tx.quote(bigint_array_literal(seqs)), tx.quote(text_array_literal(types)),
+      tx.quote(text_array_literal(bodies)), tx.quote(bigint_array_literal(counts)),
+      tx.quote(text_array_literal(afters)), tx.quote(bigint_array_literal(heads))));
+}
+
+void skip_cursors(write_context& w, const std::vector<const lane_write*>& writes) {
+  std::map<std::string, std::int64_t> skip_of;  // one row per webhook (see write_delivered)
+  for (const auto* lw : writes)
+    if (lw->skip_to) skip_of[lw->webhook_id] = std::max(skip_of[lw->webhook_id], *lw->skip_to);
+  if (skip_of.empty()) return;
+  std::vector<std::string> ids;
+  std::vector<std::int64_t> seqs;
+  for (const auto& [id, seq] : skip_of) {
+    ids.push_back(id);
+    seqs.push_back(seq);
+  }
+  w.tx.exec0(fmt::format(
+      "update webhooks w set cursor_seq = greatest(w.cursor_seq, u.seq) "
+      "from unnest({}::text[], {}::bigint[]) as u(id, seq) where w.id = u.id",
+      w.tx.quote(text_array_literal(ids)), w.tx.quote(bigint_array_literal(seqs))));
+}
+
+void insert_attempts(write_context& w, const std::vector<std::string>& delivery_ids,
+                     const std::vector<std::string>& webhook_ids, const std::vector<std::int64_t>& numbers,
+                     const std::vector<std::int64_t>& statuses, const std::vector<std::int64_t>& latencies,
+                     const std::vector<std::string>& errors) {
+  if (delivery_ids.empty()) return;
+  auto& tx = w.tx;
+  // status -1: no HTTP response (stored as null).
   tx.exec0(fmt::format(
       "insert into delivery_attempts(delivery_id, webhook_id, attempt, at, status, latency_ms, error) "
-      "values ({}, {}, {}, {}, {}, {}, {})",
-      tx.quote(d.id), tx.quote(webhook_id), a.attempt, timestamp_sql(tx, at),
-      a.status ? std::to_string(*a.status) : "null", a.latency_ms, tx.quote(a.error)));
+      "select u.did, u.wid, u.n, {}, nullif(u.status, -1), u.latency, u.error "
+      "from unnest({}::text[], {}::text[], {}::int[], {}::int[], {}::int[], {}::text[]) "
+      "as u(did, wid, n, status, latency, error)",
+      w.now, tx.quote(text_array_literal(delivery_ids)), tx.quote(text_array_literal(webhook_ids)),
+      tx.quote(bigint_array_literal(numbers)), tx.quote(bigint_array_literal(statuses)),
+      tx.quote(bigint_array_literal(latencies)), tx.quote(text_array_literal(errors))));
 }
 
 // For a delivered initial page: its progress and its {after, head} boundary.
 std::string initial_page_update(pqxx::work& tx, const pending_delivery& d) {
-  if (!d.type.starts_with("INITIAL-")) return {};
   auto page = fmt::format(", initial_pages = initial_pages || jsonb_build_array(jsonb_build_object("
                           "'after', {}::text, 'head', {}))",
                           tx.quote(d.initial_after), d.snapshot_head);
@@ -31,141 +318,121 @@ std::string initial_page_update(pqxx::work& tx, const pending_delivery& d) {
   return page + fmt::format(", initial_after = {}", tx.quote(d.initial_after));
 }
 
+void write_delivered(write_context& w, const std::vector<const lane_write*>& writes) {
+  auto& tx = w.tx;
+  std::vector<std::string> dids, wids, errors;
+  std::vector<std::int64_t> numbers, statuses, latencies;
+  // One row per webhook: UPDATE ... FROM applies only one of several matching rows.
+  std::map<std::string, std::int64_t> cursor_of;
+  for (const auto* lw : writes) {
+    if (lw->delivered.empty()) continue;
+    auto& seq = cursor_of[lw->webhook_id];
+    for (const auto& [d, a] : lw->delivered) {
+      dids.push_back(d.id);
+      wids.push_back(lw->webhook_id);
+      numbers.push_back(a.attempt);
+      statuses.push_back(a.status ? static_cast<std::int64_t>(*a.status) : -1);
+      latencies.push_back(a.latency_ms);
+      errors.push_back(a.error);
+      seq = std::max(seq, d.seq_to);
+      if (d.type.starts_with("INITIAL-"))
+        tx.exec0("update webhooks set id = id" + initial_page_update(tx, d) + " where id = " +
+                 tx.quote(lw->webhook_id));
+    }
+  }
+  if (dids.empty()) return;
+  std::vector<std::string> done_hooks;
+  std::vector<std::int64_t> done_seqs;
+  for (const auto& [id, seq] : cursor_of) {
+    done_hooks.push_back(id);
+    done_seqs.push_back(seq);
+  }
+  insert_attempts(w, dids, wids, numbers, statuses, latencies, errors);
+  tx.exec0("delete from deliveries where id = any(" + tx.quote(text_array_literal(dids)) + "::text[])");
+  tx.exec0(fmt::format(
+      "update webhooks w set cursor_seq = greatest(w.cursor_seq, u.seq), consecutive_failures = 0, "
+      "delivery_healthy = true, is_healthy = w.source_healthy "
+      "from unnest({}::text[], {}::bigint[]) as u(id, seq) where w.id = u.id",
+      tx.quote(text_array_literal(done_hooks)), tx.quote(bigint_array_literal(done_seqs))));
+}
+
+// A failed attempt is rare next to the successes: one statement set per failure.
+int write_failed(write_context& w, const lane_write& lw, int unhealthy_after) {
+  auto& tx = w.tx;
+  const auto& f = *lw.failed;
+  insert_attempts(w, {f.delivery.id}, {lw.webhook_id}, {f.attempt.attempt},
+                  {f.attempt.status ? static_cast<std::int64_t>(*f.attempt.status) : -1},
+                  {f.attempt.latency_ms}, {f.attempt.error});
+  tx.exec0(fmt::format("update deliveries set attempts = {}, next_attempt_at = {} where id = {}",
+                       f.attempt.attempt,
+                       f.next_attempt_at ? timestamp_sql(tx, *f.next_attempt_at) : w.now,
+                       tx.quote(f.delivery.id)));
+  std::string pause;
+  if (!f.pause_reason.empty())
+    // Paused: the reason is in paused_reason and, like a run, at the head of `runs`.
+    pause = fmt::format(
+        ", is_paused = true, paused_reason = {0}, runs = (select coalesce(jsonb_agg(e order by o), "
+        "'[]'::jsonb) from jsonb_array_elements(jsonb_build_array({1}::jsonb) || runs) "
+        "with ordinality t(e, o) where o <= 10)",
+        tx.quote(f.pause_reason), tx.quote(run_entry(w.now_time, f.pause_reason)));
+  auto r = tx.exec1(fmt::format(
+      "update webhooks set consecutive_failures = consecutive_failures + 1, "
+      "delivery_healthy = delivery_healthy and consecutive_failures + 1 < {0}, "
+      "is_healthy = is_healthy and consecutive_failures + 1 < {0}{1} where id = {2} "
+      "returning consecutive_failures",
+      unhealthy_after, pause, tx.quote(lw.webhook_id)));
+  return r[0].as<int>();
+}
+
+void release(write_context& w, const std::vector<const lane_write*>& writes) {
+  std::vector<std::string> ids;
+  std::vector<std::int64_t> gens, ats;  // at -1: idle (null unless deliver_gen moved)
+  for (const auto* lw : writes)
+    if (lw->release) {
+      ids.push_back(lw->webhook_id);
+      gens.push_back(lw->release->gen);
+      ats.push_back(lw->release->idle ? -1 : to_unix_millis(lw->release->deliver_at.value_or(w.now_time)));
+    }
+  if (ids.empty()) return;
+  // deliver_gen moved since the lane read an empty log: a change came meanwhile, look again now.
+  w.tx.exec0(fmt::format(
+      "update webhooks w set delivery_owner = null, delivery_expires_at = null, deliver_at = "
+      "case when u.at >= 0 then to_timestamp(u.at::double precision / 1000) "
+      "when w.deliver_gen = u.gen then null else {} end "
+      "from unnest({}::text[], {}::bigint[], {}::bigint[]) as u(id, gen, at) where w.id = u.id",
+      w.now, w.tx.quote(text_array_literal(ids)), w.tx.quote(bigint_array_literal(gens)),
+      w.tx.quote(bigint_array_literal(ats))));
+}
+
 }  // namespace
 
-awaitable<delivery_target> delivery_store::target(std::string webhook_id) {
-  auto job = [webhook_id](pqxx::connection& c) {
-    pqxx::read_transaction tx(c);
-    auto r = tx.exec1("select coalesce(w.feed_id, 0), w.cursor_seq, w.client_filters::text, "
-                      "w.consecutive_failures, w.initial_sync_done, w.initial_after, "
-                      "coalesce(f.baseline_done, false) from webhooks w "
-                      "left join feeds f on f.id = w.feed_id where w.id = " + tx.quote(webhook_id));
-    delivery_target t{r[0].as<std::int64_t>(), r[1].as<std::int64_t>(),
-                      json::parse_string_map(r[2].as<std::string>()), r[3].as<int>(), r[4].as<bool>(),
-                      r[5].as<std::string>(), r[6].as<bool>(), {}};
-    auto pages = tx.exec("select p->>'after', (p->>'head')::bigint from webhooks w, "
-                         "jsonb_array_elements(w.initial_pages) with ordinality as a(p, n) where w.id = " +
-                         tx.quote(webhook_id) + " order by n");
-    for (const auto& row : pages) t.initial_pages.push_back({row[0].as<std::string>(), row[1].as<std::int64_t>()});
-    return t;
-  };
-  co_return co_await db_.run(std::move(job));
-}
-
-awaitable<std::optional<pending_delivery>> delivery_store::pending(std::string webhook_id) {
-  auto job = [webhook_id](pqxx::connection& c) -> std::optional<pending_delivery> {
-    pqxx::read_transaction tx(c);
-    auto r = tx.exec("select id, seq_to, type, body, records, attempts, " +
-                     millis_of("next_attempt_at") + ", initial_after, snapshot_head from deliveries "
-                     "where webhook_id = " + tx.quote(webhook_id));
-    if (r.empty()) return std::nullopt;
-    return pending_delivery{r[0][0].as<std::string>(), r[0][1].as<std::int64_t>(),
-                            r[0][2].as<std::string>(), r[0][3].as<std::string>(), r[0][4].as<int>(),
-                            r[0][5].as<int>(), from_unix_millis(r[0][6].as<std::int64_t>()),
-                            r[0][7].as<std::string>(), r[0][8].as<std::int64_t>()};
-  };
-  co_return co_await db_.run(std::move(job));
-}
-
-awaitable<std::vector<delivery::log_entry>> delivery_store::unread(std::int64_t feed_id,
-                                                                   std::int64_t cursor, int limit) {
-  auto job = [=](pqxx::connection& c) {
-    pqxx::read_transaction tx(c);
-    auto r = tx.exec(fmt::format("select seq, record_id, kind, record from change_log "
-                                 "where feed_id = {} and seq > {} order by seq limit {}",
-                                 feed_id, cursor, limit));
-    std::vector<delivery::log_entry> out;
-    for (const auto& row : r)
-      out.push_back({row[0].as<std::int64_t>(), row[1].as<std::string>(), row[2].as<std::string>(),
-                     row[3].as<std::string>()});
-    return out;
-  };
-  co_return co_await db_.run(std::move(job));
-}
-
-awaitable<std::pair<std::vector<delivery::log_entry>, std::int64_t>> delivery_store::snapshot_page(
-    std::int64_t feed_id, std::string after_id, int limit) {
-  auto job = [=](pqxx::connection& c) {
-    // One snapshot for the records and the log head: no change is missed or sent twice
-    // across the hand-over from the initial sync to VIRTUAL deliveries.
-    pqxx::transaction<pqxx::isolation_level::repeatable_read, pqxx::readwrite_policy::read_only> tx(c);
-    auto head = tx.exec1(fmt::format("select head_seq from feeds where id = {}", feed_id))[0]
-                    .as<std::int64_t>();
-    // Byte order ("C" collation), the order the deliverer compares page boundaries in.
-    auto r = tx.exec(fmt::format("select record_id, record from feed_records where feed_id = {} "
-                                 "and record_id > {} collate \"C\" order by record_id collate \"C\" limit {}",
-                                 feed_id, tx.quote(after_id), limit));
-    std::vector<delivery::log_entry> out;
-    for (const auto& row : r) out.push_back({0, row[0].as<std::string>(), "created", row[1].as<std::string>()});
-    return std::make_pair(std::move(out), head);
-  };
-  co_return co_await db_.run(std::move(job));
-}
-
-awaitable<pending_delivery> delivery_store::record(std::string webhook_id, pending_delivery d) {
-  auto now = clock_.now();
-  d.attempts = 0;
-  d.next_attempt_at = now;
-  auto job = [webhook_id, d, now](pqxx::connection& c) {
-    pqxx::work tx(c);
-    tx.exec0(fmt::format(
-        "insert into deliveries(id, webhook_id, seq_to, type, body, records, initial_after, "
-        "snapshot_head, next_attempt_at, created_at) values ({}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
-        tx.quote(d.id), tx.quote(webhook_id), d.seq_to, tx.quote(d.type), tx.quote(d.body),
-        d.records, tx.quote(d.initial_after), d.snapshot_head, timestamp_sql(tx, now),
-        timestamp_sql(tx, now)));
-    tx.commit();
-  };
-  co_await db_.run(std::move(job));
-  co_return d;
-}
-
-awaitable<void> delivery_store::advance_cursor(std::string webhook_id, std::int64_t seq_to) {
-  auto job = [=](pqxx::connection& c) {
-    pqxx::work tx(c);
-    tx.exec0(fmt::format("update webhooks set cursor_seq = greatest(cursor_seq, {}) where id = {}",
-                         seq_to, tx.quote(webhook_id)));
-    tx.commit();
-  };
-  co_await db_.run(std::move(job));
-}
-
-awaitable<void> delivery_store::delivered(std::string webhook_id, pending_delivery d,
-                                          attempt_record a) {
-  auto now = clock_.now();
-  auto job = [=](pqxx::connection& c) {
-    pqxx::work tx(c);
-    insert_attempt(tx, webhook_id, d, a, now);
-    tx.exec0("delete from deliveries where id = " + tx.quote(d.id));
-    tx.exec0(fmt::format(
-        "update webhooks set cursor_seq = greatest(cursor_seq, {}), consecutive_failures = 0, "
-        "delivery_healthy = true, is_healthy = source_healthy{} where id = {}",
-        d.seq_to, initial_page_update(tx, d), tx.quote(webhook_id)));
-    tx.commit();
-  };
-  co_await db_.run(std::move(job));
-}
-
-awaitable<void> delivery_store::failed(std::string webhook_id, pending_delivery d, attempt_record a,
-                                       std::optional<sys_time> next_attempt_at,
-                                       std::string pause_reason, int unhealthy_after) {
-  auto now = clock_.now();
-  auto job = [=](pqxx::connection& c) {
-    pqxx::work tx(c);
-    insert_attempt(tx, webhook_id, d, a, now);
-    tx.exec0(fmt::format("update deliveries set attempts = {}, next_attempt_at = {} where id = {}",
-                         a.attempt, timestamp_sql(tx, next_attempt_at.value_or(now)), tx.quote(d.id)));
-    tx.exec0(fmt::format(
-        "update webhooks set consecutive_failures = consecutive_failures + 1, "
-        "delivery_healthy = delivery_healthy and consecutive_failures + 1 < {0}, "
-        "is_healthy = is_healthy and consecutive_failures + 1 < {0}{1} where id = {2}",
-        unhealthy_after,
-        pause_reason.empty() ? std::string()
-                             : fmt::format(", is_paused = true, paused_reason = {}", tx.quote(pause_reason)),
-        tx.quote(webhook_id)));
-    tx.commit();
-  };
-  co_await db_.run(std::move(job));
+std::vector<lane_write_result> delivery_store::write_lanes(pqxx::connection& c,
+                                                           const std::vector<lane_write>& writes) const {
+  pqxx::work tx(c);
+  write_context w{tx, timestamp_sql(tx, clock_.now()), clock_.now()};
+  std::set<std::string> all;
+  for (const auto& lw : writes) all.insert(lw.webhook_id);
+  // Fencing: only the holder of a webhook's delivery lease writes for it. The rows stay
+  // locked (in id order) until the commit, so the lease cannot change hands meanwhile.
+  std::set<std::string> held;
+  for (const auto& row : tx.exec(fmt::format(
+           "select id from webhooks where id = any({}) and delivery_owner = {} order by id for update",
+           tx.quote(text_array_literal({all.begin(), all.end()})) + "::text[]", tx.quote(owner_))))
+    held.insert(row[0].as<std::string>());
+  std::vector<const lane_write*> live;
+  for (const auto& lw : writes)
+    if (held.contains(lw.webhook_id)) live.push_back(&lw);
+  std::vector<lane_write_result> out(writes.size());
+  insert_records(w, live);
+  skip_cursors(w, live);
+  write_delivered(w, live);
+  for (std::size_t i = 0; i < writes.size(); ++i) {
+    out[i].held = held.contains(writes[i].webhook_id);
+    if (out[i].held && writes[i].failed) out[i].consecutive_failures = write_failed(w, writes[i], unhealthy_after_);
+  }
+  release(w, live);
+  tx.commit();
+  return out;
 }
 
 }  // namespace hookd::storage

@@ -1,12 +1,19 @@
 #pragma once
-// Deliveries: recorded before they are sent (the body is fixed then, so a retry sends the
-// same bytes under the same webhook-id), one outstanding per webhook, and the cursor moves
-// only when one is acknowledged.
+// The delivery engine's storage: every call serves many webhooks ("lanes") at once, so that
+// database cost grows with batches, not with POSTs (DESIGN §2.1).
+//
+// The promises it keeps: a delivery is recorded (its id and exact body) before its first
+// attempt, and a retry reads that same body; a webhook's deliveries are kept in `ord` order;
+// the cursor only moves past an acknowledged delivery (or past entries with nothing to send);
+// every write checks that this instance still holds the webhook's delivery lease.
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "core/crypto.hpp"
+#include "core/model.hpp"
 #include "core/time.hpp"
 #include "delivery/batch.hpp"
 #include "storage/executor.hpp"
@@ -21,7 +28,7 @@ struct pending_delivery {
   int records = 0;
   int attempts = 0;
   sys_time next_attempt_at{};
-  std::string initial_after;  // INITIAL-PARTIAL: the last record id of the page
+  std::string initial_after;  // initial pages: the last record id of the page
   std::int64_t snapshot_head = 0;  // initial pages: the log head read with the page
 };
 
@@ -50,36 +57,78 @@ struct attempt_record {
   std::string error;
 };
 
+// What a lane needs to decide its next POSTs, read in one snapshot.
+struct lane_input {
+  std::string webhook_id;
+  std::optional<webhook> hook;  // nullopt: the webhook was deleted
+  bool leased = false;          // this instance holds its delivery lease
+  std::int64_t gen = 0;         // deliver_gen, read with the log
+  delivery_target target;
+  std::vector<pending_delivery> pending;      // recorded and not acknowledged, in order
+  std::vector<delivery::log_entry> unread;    // nothing pending: log entries after the cursor
+  bool unread_more = false;                   // the log holds more than `unread`
+  std::vector<delivery::log_entry> snapshot;  // initial sync: snapshot records after initial_after
+  bool snapshot_more = false;
+  std::int64_t snapshot_head = 0;             // the feed's log head read with `snapshot`
+};
+
+// Everything one lane writes at one step; many lanes' writes share one transaction.
+struct lane_write {
+  struct failure {
+    pending_delivery delivery;
+    attempt_record attempt;
+    std::optional<sys_time> next_attempt_at;  // none: the webhook is paused
+    std::string pause_reason;
+  };
+  struct release_lease {
+    bool idle = false;                  // caught up: deliver_at cleared unless deliver_gen moved
+    std::int64_t gen = 0;
+    std::optional<sys_time> deliver_at; // not idle: when to look again (a retry), else now
+  };
+  std::string webhook_id;
+  std::vector<pending_delivery> record;          // recorded before their first attempt, in order
+  std::optional<std::int64_t> skip_to;           // entries with nothing to send: the cursor moves
+  std::vector<std::pair<pending_delivery, attempt_record>> delivered;  // acknowledged (2xx)
+  std::optional<failure> failed;
+  std::optional<release_lease> release;
+};
+
+struct lane_write_result {
+  bool held = false;             // the lease was still this instance's: the write happened
+  int consecutive_failures = 0;  // after a failure
+};
+
 class delivery_store {
 public:
-  delivery_store(executor& db, const clock& clk) : db_(db), clock_(clk) {}
+  delivery_store(executor& db, const crypto::cipher& cipher, const clock& clk, std::string owner,
+                 int unhealthy_after)
+      : db_(db), cipher_(cipher), clock_(clk), owner_(std::move(owner)), unhealthy_after_(unhealthy_after) {}
 
-  boost::asio::awaitable<delivery_target> target(std::string webhook_id);
-  boost::asio::awaitable<std::optional<pending_delivery>> pending(std::string webhook_id);
-  // Change log entries after the cursor, in order.
-  boost::asio::awaitable<std::vector<delivery::log_entry>> unread(std::int64_t feed_id,
-                                                                  std::int64_t cursor, int limit);
-  // The snapshot's records after `after_id` (id order), for the initial sync, and the
-  // feed's log head read in the same snapshot.
-  boost::asio::awaitable<std::pair<std::vector<delivery::log_entry>, std::int64_t>> snapshot_page(
-      std::int64_t feed_id, std::string after_id, int limit);
+  executor& db() { return db_; }
+  const std::string& owner() const { return owner_; }
 
-  // Records a delivery before it is sent.
-  boost::asio::awaitable<pending_delivery> record(std::string webhook_id, pending_delivery d);
-  // No record of the webhook's event among the unread entries: skip them.
-  boost::asio::awaitable<void> advance_cursor(std::string webhook_id, std::int64_t seq_to);
-  // A 2xx: the delivery is done, the cursor moves, the webhook is healthy again.
-  // An INITIAL-PARTIAL page records `initial_after`; INITIAL-COMPLETE ends the initial sync.
-  boost::asio::awaitable<void> delivered(std::string webhook_id, pending_delivery d,
-                                         attempt_record a);
-  // A failed attempt: recorded; retried at next_attempt_at, or the webhook is paused.
-  boost::asio::awaitable<void> failed(std::string webhook_id, pending_delivery d, attempt_record a,
-                                      std::optional<sys_time> next_attempt_at,
-                                      std::string pause_reason, int unhealthy_after);
+  // Takes the delivery lease of up to `limit` webhooks whose deliver_at has come (not paused,
+  // with a hook_url, no live lease elsewhere), oldest first, FOR UPDATE SKIP LOCKED.
+  boost::asio::awaitable<std::vector<std::string>> claim(int limit, std::chrono::seconds lease);
+  // The earliest deliver_at another claim could take, if any.
+  boost::asio::awaitable<std::optional<sys_time>> next_due();
+  // Extends the leases of the webhooks this instance's lanes serve (not of lanes that died).
+  boost::asio::awaitable<void> extend_leases(std::vector<std::string> ids, std::chrono::seconds lease);
+  boost::asio::awaitable<void> release_leases();
+
+  // Blocking batch jobs, run by the engine's batchers on a database thread.
+  // `ahead`: POSTs a lane wants to prepare; the log is read for that many pages at most.
+  std::vector<lane_input> read_lanes(pqxx::connection& c, const std::vector<std::string>& ids,
+                                     int ahead) const;
+  std::vector<lane_write_result> write_lanes(pqxx::connection& c,
+                                             const std::vector<lane_write>& writes) const;
 
 private:
   executor& db_;
+  const crypto::cipher& cipher_;
   const clock& clock_;
+  std::string owner_;
+  int unhealthy_after_;
 };
 
 }  // namespace hookd::storage

@@ -81,6 +81,14 @@ void write_changes(pqxx::work& tx, std::int64_t feed_id, const std::vector<chang
     tx.exec0(fmt::format("delete from feed_records where feed_id = {} and record_id = any({}::text[])",
                          feed, ids));
   }
+  if (!baseline && !changes.empty())
+    // The feed's webhooks have delivery work: the delivery engine claims them by deliver_at.
+    // Rows are locked in id order, as the engine's batched writes lock them (no deadlock).
+    tx.exec0(fmt::format(
+        "update webhooks set deliver_at = coalesce(deliver_at, {0}), deliver_gen = deliver_gen + 1 "
+        "where id in (select id from webhooks where feed_id = {1} and hook_url <> '' "
+        "order by id for update)",
+        created_at, feed));
   if (!up_ids.empty()) {
     auto ids = tx.quote(text_array_literal(up_ids));
     auto records = tx.quote(text_array_literal(up_records));
@@ -160,6 +168,12 @@ awaitable<void> feed_store::finish_poll(std::int64_t feed_id, changes::poll_outc
       sql += fmt::format(", high_water = greatest(high_water, {})", timestamp_sql(tx, *o.high_water));
     sql += fmt::format(" where id = {} returning connection_id", feed_id);
     auto r = tx.exec1(sql);
+    // A completed baseline lets include_all webhooks start their initial sync.
+    if (o.baseline_done)
+      tx.exec0(fmt::format(
+          "update webhooks set deliver_at = coalesce(deliver_at, {0}), deliver_gen = deliver_gen + 1 "
+          "where id in (select id from webhooks where feed_id = {1} and not initial_sync_done "
+          "and hook_url <> '' order by id for update)", ts, feed_id));
     // A connection whose reads fail makes its webhooks unhealthy until a read succeeds.
     // is_healthy needs both: the source readable and the receiver accepting deliveries.
     tx.exec0(fmt::format("update webhooks set source_healthy = {0}, is_healthy = {0} and delivery_healthy "
@@ -277,8 +291,7 @@ std::string run_summary(const run_record& r) {
                         r.records_read, r.requests);
   else
     text += "shared a fresh poll, ";
-  text += fmt::format("{} changes, {} deliveries", r.changes, r.delivered);
-  if (r.failed) text += fmt::format(", {} failed attempts", r.failed);
+  text += fmt::format("{} changes", r.changes);
   text += fmt::format(", {} ms", ms);
   if (!r.error.empty()) text += "; error: " + r.error;
   return text;

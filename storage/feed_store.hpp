@@ -34,8 +34,6 @@ struct run_record {
   std::int64_t records_read = 0;
   std::int64_t changes = 0;
   int requests = 0;
-  int delivered = 0;  // deliveries acknowledged in this run
-  int failed = 0;     // failed delivery attempts in this run
   std::string error;
 };
 

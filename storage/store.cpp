@@ -5,6 +5,7 @@
 #include "core/json.hpp"
 #include "storage/feed_store.hpp"
 #include "storage/migrations.hpp"
+#include "storage/rows.hpp"
 #include "storage/sql.hpp"
 
 namespace hookd::storage {
@@ -23,6 +24,8 @@ const std::string connection_columns =
     millis_of("created_at") + ", " + millis_of("updated_at") + ", " + millis_of("last_healthy_at") + ", " +
     millis_of("last_unhealthy_at") + ", last_unhealthy_code";
 
+}  // namespace
+
 const std::string webhook_columns =
     "id, workspace_id, connection_id, hook_url, object_type, interval_minutes, " +
     millis_of("checked_at") +
@@ -30,6 +33,8 @@ const std::string webhook_columns =
     "page_max_limit, filters::text, db_type, db_url_sealed, db_schema, db_name_prefix, "
     "is_paused, is_beta, " +
     millis_of("created_at") + ", " + millis_of("updated_at") + ", runs::text";
+
+namespace {
 
 std::string unseal(const crypto::cipher& cipher, const std::string& sealed) {
   if (sealed.empty()) return {};
@@ -60,6 +65,8 @@ connection connection_from_row(const pqxx::row& r, const crypto::cipher& cipher)
   return c;
 }
 
+}  // namespace
+
 webhook webhook_from_row(const pqxx::row& r, const crypto::cipher& cipher) {
   webhook h;
   h.id = r[0].as<std::string>();
@@ -88,6 +95,8 @@ webhook webhook_from_row(const pqxx::row& r, const crypto::cipher& cipher) {
   h.runs = json::parse_string_array(r[23].as<std::string>());
   return h;
 }
+
+namespace {
 
 // WHERE and ORDER BY for the list endpoints; values are quoted by libpq.
 std::string list_conditions(pqxx::transaction_base& tx, const list_query& q) {
@@ -422,7 +431,10 @@ awaitable<std::optional<webhook>> store::create_webhook(webhook h, bool include_
     assign_feed(tx, h.id, h.connection_id, h.object_type, pushed);
     auto row = tx.exec1("update webhooks set " + webhook_values_sql(tx, h, sealed) +
                         ", client_filters = " + tx.quote(json::string_map(client_side(h, pushed))) +
-                        "::jsonb where id = " + tx.quote(h.id) + " returning " + webhook_columns);
+                        // include_all: the delivery engine starts the initial sync (once the
+                        // feed's baseline is complete).
+                        "::jsonb" + (include_all ? ", deliver_at = " + timestamp_sql(tx, h.created_at) : std::string()) +
+                        " where id = " + tx.quote(h.id) + " returning " + webhook_columns);
     auto out = webhook_from_row(row, cipher_);
     tx.commit();
     return out;
@@ -478,7 +490,10 @@ awaitable<std::optional<webhook>> store::update_webhook(webhook h,
              ", connection_id = " + tx.quote(h.connection_id) +
              ", integration_type = " + tx.quote(owner[0][0].as<std::string>()) +
              ", client_filters = " + tx.quote(json::string_map(client_side(h, pushed))) +
-             "::jsonb, updated_at = " + timestamp_sql(tx, h.updated_at) + " where id = " + tx.quote(h.id));
+             "::jsonb, updated_at = " + timestamp_sql(tx, h.updated_at) +
+             // The delivery engine looks at it again (unpaused, another hook_url, ...).
+             ", deliver_at = coalesce(deliver_at, " + timestamp_sql(tx, h.updated_at) +
+             "), deliver_gen = deliver_gen + 1 where id = " + tx.quote(h.id));
     // Another source stream: the webhook moves to that feed, starting at its head.
     if (current[0][0].as<std::string>() != h.connection_id ||
         current[0][1].as<std::string>() != h.object_type ||

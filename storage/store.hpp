@@ -31,6 +31,7 @@ public:
   store(executor& db, crypto::cipher cipher, const clock& clk);
 
   executor& db() { return db_; }
+  const crypto::cipher& cipher() const { return cipher_; }
 
   // Workspaces (blocking: used at start-up and by the command line).
   workspace create_workspace(const std::string& name, const std::string& api_key,

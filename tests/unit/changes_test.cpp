@@ -130,6 +130,46 @@ TEST_CASE("record_hash is the SHA-256 (hex) of the canonical record") {
   CHECK(canon(text) == R"({"a":{"c":null,"d":1},"b":[1,"x"]})");
 }
 
+TEST_CASE("identity_record_hash equals the hash of the identity mapping's record, without parsing it") {
+  // The identity mapping writes {"id": <id as text>, <members but id and raw>, "raw": <source>}.
+  struct example {
+    std::string source;
+    std::string id;
+    std::vector<std::string> volatile_fields;
+  };
+  const std::vector<example> examples = {
+      {R"({"id":7,"name":"Ada","b":[1.0,{"z":1,"a":2}],"aa":null})", "7", {}},
+      {R"({"zeta":1,"id":"x","alpha":"A","raw":{"ignored":true}})", "x", {}},
+      {R"({"id":"3","updated_at":"2026-01-01T00:00:00Z","name":"Bo","view_count":4})", "3", {"view_count"}},
+      {R"({"hub":1e0,"i":-0.0,"j":2.5,"id":"q"})", "q", {}},
+      {R"({"id":"only"})", "only", {}},
+  };
+  for (const auto& ex : examples) {
+    json::document src;
+    REQUIRE(!json::document::parse(ex.source, src));
+    simdjson::dom::object members = src.root().get_object().value_unsafe();
+    std::string mapped = "{\"id\":";
+    json::append_quoted(mapped, ex.id);
+    for (auto [k, v] : members)
+      if (k != "id" && k != "raw") {
+        mapped += ",";
+        json::append_quoted(mapped, k);
+        mapped += ":" + json::to_string(v);
+      }
+    mapped += ",\"raw\":" + ex.source + "}";
+    CAPTURE(mapped);
+    CHECK(identity_record_hash(ex.id, members, ex.volatile_fields) == hash_of(mapped, ex.volatile_fields));
+  }
+  // It changes with a member, not with raw or a volatile field.
+  json::document a, b;
+  REQUIRE(!json::document::parse(R"({"id":"1","name":"Ada","view_count":1})", a));
+  REQUIRE(!json::document::parse(R"({"id":"1","name":"Ada","view_count":2})", b));
+  CHECK(identity_record_hash("1", a.root().get_object().value_unsafe(), {"view_count"}) ==
+        identity_record_hash("1", b.root().get_object().value_unsafe(), {"view_count"}));
+  CHECK(identity_record_hash("1", a.root().get_object().value_unsafe(), {}) !=
+        identity_record_hash("1", b.root().get_object().value_unsafe(), {}));
+}
+
 // ---- the diff, as properties ----
 
 namespace {
