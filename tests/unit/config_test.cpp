@@ -99,6 +99,10 @@ TEST_CASE("config: defaults apply when no source sets a key") {
   CHECK(c.log_level == "info");
   CHECK(c.threads == 2);
   CHECK(c.db_pool_size == 4);
+  CHECK(c.db_scheduler_pool_size == 4);
+  CHECK(c.db_delivery_pool_size == 3);
+  CHECK(c.delivery_lanes == 512);
+  CHECK(c.delivery_prepare_ahead == 32);
   CHECK(c.max_body_bytes == 1024 * 1024);
   CHECK(c.retry_schedule == hookd::default_retry_schedule());
   if (geteuid() == 0)
@@ -250,6 +254,11 @@ TEST_CASE("config: numbers out of range are errors") {
   CHECK(contains(error_of_env("HOOKD_MAX_PAGE_LIMIT", "100001"), "'max_page_limit'"));
   CHECK(contains(error_of_env("HOOKD_THREADS", "65"), "'threads'"));
   CHECK(contains(error_of_env("HOOKD_DB_POOL_SIZE", "0"), "'db_pool_size'"));
+  CHECK(contains(error_of_env("HOOKD_DB_SCHEDULER_POOL_SIZE", "0"), "'db_scheduler_pool_size'"));
+  // The engine's batched reads and writes run side by side: one thread would serialise them.
+  CHECK(contains(error_of_env("HOOKD_DB_DELIVERY_POOL_SIZE", "1"), "'db_delivery_pool_size'"));
+  CHECK(contains(error_of_env("HOOKD_DELIVERY_LANES", "0"), "'delivery_lanes'"));
+  CHECK(contains(error_of_env("HOOKD_DELIVERY_PREPARE_AHEAD", "1001"), "'delivery_prepare_ahead'"));
   CHECK(contains(error_of_env("HOOKD_DB_CONNECT_TIMEOUT_SECONDS", "0"), "must be an integer >= 1"));
   CHECK(contains(error_of_env("HOOKD_DB_STATEMENT_TIMEOUT_MS", "-5"), "'db_statement_timeout_ms'"));
   CHECK(contains(error_of_env("HOOKD_REQUEST_TIMEOUT_SECONDS", "0"), "'request_timeout_seconds'"));
