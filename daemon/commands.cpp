@@ -241,7 +241,9 @@ int run_serve(const config& cfg) {
   scheduler::scheduler sched(ioc, sched_store, feeds, poller, registry, clk, sched_options,
                              [&engine] { engine.wake(); });
   rest.on_trigger([&sched] { sched.wake(); });
+  // This instance hears of a change at once; the others through NOTIFY.
   rest.on_webhook_changed([&engine](const std::string& id) { engine.changed(id); });
+  sched.on_webhook_changed([&engine](const std::string& id) { engine.changed(id); });
   sched.start();
   engine.start();
   asio::co_spawn(ioc, prune_loop(feeds, std::chrono::hours(cfg.log_retention_hours)), log_exception);

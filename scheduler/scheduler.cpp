@@ -238,7 +238,14 @@ void scheduler::listen_loop() {
       pqxx::connection conn(url);
       struct receiver final : pqxx::notification_receiver {
         receiver(pqxx::connection& c, scheduler& s) : notification_receiver(c, "hookd_wakeup"), self(s) {}
-        void operator()(const std::string&, int) override { self.wake(); }
+        void operator()(const std::string& payload, int) override {
+          // "changed:<id>": a webhook was updated or deleted (on any instance); else a trigger.
+          if (payload.starts_with("changed:")) {
+            if (self.webhook_changed_) self.webhook_changed_(payload.substr(8));
+            return;
+          }
+          self.wake();
+        }
         scheduler& self;
       } rx(conn, *this);
       while (!stopping_) conn.await_notification(0, 200'000);

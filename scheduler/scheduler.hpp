@@ -51,6 +51,8 @@ public:
   // Claims now (a trigger or a notification).
   void wake();
   int in_flight() const { return in_flight_.load(); }
+  // Called (on the listener thread) when any instance updated or deleted a webhook.
+  void on_webhook_changed(std::function<void(const std::string&)> f) { webhook_changed_ = std::move(f); }
 
 private:
   boost::asio::awaitable<void> claim_loop();
@@ -67,6 +69,7 @@ private:
   storage::feed_store& feeds_;
   sources::poller& poller_;
   std::function<void()> changes_logged_;
+  std::function<void(const std::string&)> webhook_changed_;
   const sources::integration_registry& integrations_;
   const clock& clock_;
   scheduler_options options_;

@@ -314,7 +314,10 @@ awaitable<std::optional<connection>> store::update_connection(connection c) {
 awaitable<bool> store::delete_connection(std::string workspace_id, std::string id) {
   auto job = [workspace_id, id](pqxx::connection& conn) {
     pqxx::work tx(conn);
-    // webhooks go with it (on delete cascade)
+    // webhooks go with it (on delete cascade); their delivery lanes stop before their next POST
+    tx.exec("select pg_notify('hookd_wakeup', 'changed:' || w.id) from webhooks w join connections c "
+            "on c.id = w.connection_id where c.workspace_id = " + tx.quote(workspace_id) +
+            " and c.id = " + tx.quote(id));
     auto r = tx.exec("delete from connections where workspace_id = " + tx.quote(workspace_id) +
                      " and id = " + tx.quote(id) + " returning id");
     tx.commit();
@@ -501,6 +504,8 @@ awaitable<std::optional<webhook>> store::update_webhook(webhook h,
       assign_feed(tx, h.id, h.connection_id, h.object_type, pushed);
     auto out = webhook_from_row(
         tx.exec1("select " + webhook_columns + " from webhooks where id = " + tx.quote(h.id)), cipher_);
+    // Every instance's delivery lane for it reads it again before its next POST.
+    tx.exec("select pg_notify('hookd_wakeup', " + tx.quote("changed:" + h.id) + ")");
     tx.commit();
     return out;
   };
@@ -512,6 +517,7 @@ awaitable<bool> store::delete_webhook(std::string workspace_id, std::string id) 
     pqxx::work tx(conn);
     auto r = tx.exec("delete from webhooks where workspace_id = " + tx.quote(workspace_id) +
                      " and id = " + tx.quote(id) + " returning id");
+    if (!r.empty()) tx.exec("select pg_notify('hookd_wakeup', " + tx.quote("changed:" + id) + ")");
     tx.commit();
     return !r.empty();
   };
