@@ -123,8 +123,28 @@ writer& writer::field(std::string_view k, const std::map<std::string, std::strin
   return end_object();
 }
 
+namespace {
+// A parser allocates its buffers at its first parse: documents reuse spare ones (per thread,
+// a few, and not those grown by a large document) instead of allocating them for every record.
+constexpr std::size_t spare_parsers_max = 8;
+constexpr std::size_t spare_parser_capacity_max = 1 << 20;
+thread_local std::vector<std::unique_ptr<simdjson::dom::parser>> spare_parsers;
+}  // namespace
+
+document::~document() {
+  if (parser_ && parser_->capacity() <= spare_parser_capacity_max && spare_parsers.size() < spare_parsers_max)
+    spare_parsers.push_back(std::move(parser_));
+}
+
 std::optional<std::string> document::parse(std::string_view text, document& out) {
-  out.parser_ = std::make_unique<simdjson::dom::parser>();
+  if (!out.parser_) {
+    if (!spare_parsers.empty()) {
+      out.parser_ = std::move(spare_parsers.back());
+      spare_parsers.pop_back();
+    } else {
+      out.parser_ = std::make_unique<simdjson::dom::parser>();
+    }
+  }
   simdjson::padded_string padded(text);
   auto result = out.parser_->parse(padded);
   if (result.error()) {

@@ -57,6 +57,10 @@ std::string format_number(double d);
 // A parsed document that owns its parser, so elements stay valid while it lives.
 class document {
 public:
+  document() = default;
+  document(document&&) noexcept = default;
+  document& operator=(document&&) noexcept = default;
+  ~document();  // gives its parser back for the next document of this thread
   // Returns an error message instead of throwing on malformed input.
   static std::optional<std::string> parse(std::string_view text, document& out);
   simdjson::dom::element root() const { return root_; }

@@ -243,40 +243,27 @@ struct write_context {
   pqxx::work& tx;
   std::string now;  // SQL timestamp
   sys_time now_time;
+  std::string now_text;  // the same, as COPY text
 };
 
+// Bulk rows go in with COPY: no SQL text to build, escape and parse for kilobytes of bodies.
 void insert_records(write_context& w, const std::vector<const lane_write*>& writes) {
-  std::vector<std::string> ids, hooks, types, bodies, afters;
-  std::vector<std::int64_t> seqs, counts, heads;
+  bool any = std::any_of(writes.begin(), writes.end(), [](const lane_write* lw) { return !lw->record.empty(); });
+  if (!any) return;
+  // Rows arrive in the order given, so ord (the send order) follows it.
+  pqxx::stream_to copy(w.tx, "deliveries",
+                       std::vector<std::string>{"id", "webhook_id", "seq_to", "type", "body", "records",
+                                                "initial_after", "snapshot_head", "attempts",
+                                                "next_attempt_at", "created_at"});
   for (const auto* lw : writes)
-    for (const auto& d : lw->record) {
-      ids.push_back(d.id);
-      hooks.push_back(lw->webhook_id);
-      types.push_back(d.type);
-      bodies.push_back(d.body);
-      afters.push_back(d.initial_after);
-      seqs.push_back(d.seq_to);
-      counts.push_back(d.records);
-      heads.push_back(d.snapshot_head);
-    }
-  if (ids.empty()) return;
-  auto& tx = w.tx;
-  // WITH ORDINALITY + ORDER BY: ord (the send order) follows the order given.
-  tx.exec0(fmt::format(
-      "insert into deliveries(id, webhook_id, seq_to, type, body, records, initial_after, "
-      "snapshot_head, attempts, next_attempt_at, created_at) "
-      "select u.id, u.hook, u.seq, u.type, u.body, u.records, u.after, u.head, 0, {0}, {0} "
-      "from unnest({1}::text[], {2}::text[], {3}::bigint[], {4}::text[], {5}::text[], {6}::int[], "
-      "{7}::text[], {8}::bigint[]) with ordinality as u(id, hook, seq, type, body, records, after, head, n) "
-      "order by u.n",
-      w.now, tx.quote(text_array_literal(ids)), tx.quote(text_array_literal(hooks)),
-      tx.quote(bigint_array_literal(seqs)), tx.quote(text_array_literal(types)),
-      tx.quote(text_array_literal(bodies)), tx.quote(bigint_array_literal(counts)),
-      tx.quote(text_array_literal(afters)), tx.quote(bigint_array_literal(heads))));
+    for (const auto& d : lw->record)
+      copy << std::make_tuple(d.id, lw->webhook_id, d.seq_to, d.type, d.body, d.records, d.initial_after,
+                              d.snapshot_head, 0, w.now_text, w.now_text);
+  copy.complete();
 }
 
 void skip_cursors(write_context& w, const std::vector<const lane_write*>& writes) {
-  std::map<std::string, std::int64_t> skip_of;  // one row per webhook (see write_delivered)
+  std::map<std::string, std::int64_t> skip_of;  // one row per webhook (see update_cursors)
   for (const auto* lw : writes)
     if (lw->skip_to) skip_of[lw->webhook_id] = std::max(skip_of[lw->webhook_id], *lw->skip_to);
   if (skip_of.empty()) return;
@@ -292,21 +279,39 @@ void skip_cursors(write_context& w, const std::vector<const lane_write*>& writes
       w.tx.quote(text_array_literal(ids)), w.tx.quote(bigint_array_literal(seqs))));
 }
 
-void insert_attempts(write_context& w, const std::vector<std::string>& delivery_ids,
-                     const std::vector<std::string>& webhook_ids, const std::vector<std::int64_t>& numbers,
-                     const std::vector<std::int64_t>& statuses, const std::vector<std::int64_t>& latencies,
-                     const std::vector<std::string>& errors) {
-  if (delivery_ids.empty()) return;
-  auto& tx = w.tx;
-  // status -1: no HTTP response (stored as null).
-  tx.exec0(fmt::format(
-      "insert into delivery_attempts(delivery_id, webhook_id, attempt, at, status, latency_ms, error) "
-      "select u.did, u.wid, u.n, {}, nullif(u.status, -1), u.latency, u.error "
-      "from unnest({}::text[], {}::text[], {}::int[], {}::int[], {}::int[], {}::text[]) "
-      "as u(did, wid, n, status, latency, error)",
-      w.now, tx.quote(text_array_literal(delivery_ids)), tx.quote(text_array_literal(webhook_ids)),
-      tx.quote(bigint_array_literal(numbers)), tx.quote(bigint_array_literal(statuses)),
-      tx.quote(bigint_array_literal(latencies)), tx.quote(text_array_literal(errors))));
+struct attempt_row {
+  const std::string* delivery_id;
+  const std::string* webhook_id;
+  const attempt_record* attempt;
+};
+
+void insert_attempts(write_context& w, const std::vector<attempt_row>& rows) {
+  if (rows.empty()) return;
+  pqxx::stream_to copy(w.tx, "delivery_attempts",
+                       std::vector<std::string>{"delivery_id", "webhook_id", "attempt", "at", "status",
+                                                "latency_ms", "error"});
+  for (const auto& r : rows) {
+    // status: null when there was no HTTP response.
+    auto status = r.attempt->status ? std::to_string(*r.attempt->status) : std::string();
+    copy << std::make_tuple(*r.delivery_id, *r.webhook_id, r.attempt->attempt, w.now_text,
+                            r.attempt->status ? status.c_str() : static_cast<const char*>(nullptr),
+                            r.attempt->latency_ms, r.attempt->error);
+  }
+  copy.complete();
+}
+
+// Acknowledged deliveries: their attempts recorded, the deliveries gone (before the rows lock).
+void delivered_rows(write_context& w, const std::vector<const lane_write*>& writes) {
+  std::vector<attempt_row> rows;
+  std::vector<std::string> ids;
+  for (const auto* lw : writes)
+    for (const auto& [d, a] : lw->delivered) {
+      rows.push_back({&d.id, &lw->webhook_id, &a});
+      ids.push_back(d.id);
+    }
+  if (ids.empty()) return;
+  insert_attempts(w, rows);
+  w.tx.exec0("delete from deliveries where id = any(" + w.tx.quote(text_array_literal(ids)) + "::text[])");
 }
 
 // For a delivered initial page: its progress and its {after, head} boundary.
@@ -318,51 +323,40 @@ std::string initial_page_update(pqxx::work& tx, const pending_delivery& d) {
   return page + fmt::format(", initial_after = {}", tx.quote(d.initial_after));
 }
 
-void write_delivered(write_context& w, const std::vector<const lane_write*>& writes) {
+// ... and the webhooks' cursors (after the rows lock).
+void update_cursors(write_context& w, const std::vector<const lane_write*>& writes) {
   auto& tx = w.tx;
-  std::vector<std::string> dids, wids, errors;
-  std::vector<std::int64_t> numbers, statuses, latencies;
   // One row per webhook: UPDATE ... FROM applies only one of several matching rows.
   std::map<std::string, std::int64_t> cursor_of;
   for (const auto* lw : writes) {
     if (lw->delivered.empty()) continue;
     auto& seq = cursor_of[lw->webhook_id];
     for (const auto& [d, a] : lw->delivered) {
-      dids.push_back(d.id);
-      wids.push_back(lw->webhook_id);
-      numbers.push_back(a.attempt);
-      statuses.push_back(a.status ? static_cast<std::int64_t>(*a.status) : -1);
-      latencies.push_back(a.latency_ms);
-      errors.push_back(a.error);
       seq = std::max(seq, d.seq_to);
       if (d.type.starts_with("INITIAL-"))
         tx.exec0("update webhooks set id = id" + initial_page_update(tx, d) + " where id = " +
                  tx.quote(lw->webhook_id));
     }
   }
-  if (dids.empty()) return;
-  std::vector<std::string> done_hooks;
-  std::vector<std::int64_t> done_seqs;
+  if (cursor_of.empty()) return;
+  std::vector<std::string> hooks;
+  std::vector<std::int64_t> seqs;
   for (const auto& [id, seq] : cursor_of) {
-    done_hooks.push_back(id);
-    done_seqs.push_back(seq);
+    hooks.push_back(id);
+    seqs.push_back(seq);
   }
-  insert_attempts(w, dids, wids, numbers, statuses, latencies, errors);
-  tx.exec0("delete from deliveries where id = any(" + tx.quote(text_array_literal(dids)) + "::text[])");
   tx.exec0(fmt::format(
       "update webhooks w set cursor_seq = greatest(w.cursor_seq, u.seq), consecutive_failures = 0, "
       "delivery_healthy = true, is_healthy = w.source_healthy "
       "from unnest({}::text[], {}::bigint[]) as u(id, seq) where w.id = u.id",
-      tx.quote(text_array_literal(done_hooks)), tx.quote(bigint_array_literal(done_seqs))));
+      tx.quote(text_array_literal(hooks)), tx.quote(bigint_array_literal(seqs))));
 }
 
 // A failed attempt is rare next to the successes: one statement set per failure.
 int write_failed(write_context& w, const lane_write& lw, int unhealthy_after) {
   auto& tx = w.tx;
   const auto& f = *lw.failed;
-  insert_attempts(w, {f.delivery.id}, {lw.webhook_id}, {f.attempt.attempt},
-                  {f.attempt.status ? static_cast<std::int64_t>(*f.attempt.status) : -1},
-                  {f.attempt.latency_ms}, {f.attempt.error});
+  insert_attempts(w, {{&f.delivery.id, &lw.webhook_id, &f.attempt}});
   tx.exec0(fmt::format("update deliveries set attempts = {}, next_attempt_at = {} where id = {}",
                        f.attempt.attempt,
                        f.next_attempt_at ? timestamp_sql(tx, *f.next_attempt_at) : w.now,
@@ -404,28 +398,41 @@ void release(write_context& w, const std::vector<const lane_write*>& writes) {
       w.tx.quote(bigint_array_literal(ats))));
 }
 
+std::set<std::string> leases_held(pqxx::work& tx, const std::set<std::string>& ids,
+                                  const std::string& owner, bool lock) {
+  std::set<std::string> held;
+  for (const auto& row : tx.exec(fmt::format(
+           "select id from webhooks where id = any({}) and delivery_owner = {}{}",
+           tx.quote(text_array_literal({ids.begin(), ids.end()})) + "::text[]", tx.quote(owner),
+           lock ? " order by id for update" : "")))
+    held.insert(row[0].as<std::string>());
+  return held;
+}
+
 }  // namespace
 
 std::vector<lane_write_result> delivery_store::write_lanes(pqxx::connection& c,
                                                            const std::vector<lane_write>& writes) const {
   pqxx::work tx(c);
-  write_context w{tx, timestamp_sql(tx, clock_.now()), clock_.now()};
+  auto now = clock_.now();
+  write_context w{tx, timestamp_sql(tx, now), now, format_iso8601(now)};
   std::set<std::string> all;
   for (const auto& lw : writes) all.insert(lw.webhook_id);
-  // Fencing: only the holder of a webhook's delivery lease writes for it. The rows stay
-  // locked (in id order) until the commit, so the lease cannot change hands meanwhile.
-  std::set<std::string> held;
-  for (const auto& row : tx.exec(fmt::format(
-           "select id from webhooks where id = any({}) and delivery_owner = {} order by id for update",
-           tx.quote(text_array_literal({all.begin(), all.end()})) + "::text[]", tx.quote(owner_))))
-    held.insert(row[0].as<std::string>());
+  // Fencing: only the holder of a webhook's delivery lease writes for it. The inserts come
+  // first, without locking the webhook rows (a poll logging changes updates them meanwhile);
+  // the rows are locked, in id order, only for the last statements, and the leases checked
+  // again: one that lapsed in between rolls the whole batch back (its lanes read again).
+  auto held = leases_held(tx, all, owner_, false);
   std::vector<const lane_write*> live;
   for (const auto& lw : writes)
     if (held.contains(lw.webhook_id)) live.push_back(&lw);
-  std::vector<lane_write_result> out(writes.size());
   insert_records(w, live);
+  delivered_rows(w, live);
+  if (!held.empty() && leases_held(tx, held, owner_, true) != held)
+    throw std::runtime_error("a delivery lease changed hands during a batched write");
+  std::vector<lane_write_result> out(writes.size());
   skip_cursors(w, live);
-  write_delivered(w, live);
+  update_cursors(w, live);
   for (std::size_t i = 0; i < writes.size(); ++i) {
     out[i].held = held.contains(writes[i].webhook_id);
     if (out[i].held && writes[i].failed) out[i].consecutive_failures = write_failed(w, writes[i], unhealthy_after_);

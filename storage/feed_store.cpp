@@ -45,16 +45,22 @@ changes::feed_state feed_from_row(const pqxx::row& r) {
 void write_changes(pqxx::work& tx, std::int64_t feed_id, const std::vector<change>& changes,
                    bool baseline, sys_time now) {
   const auto created_at = timestamp_sql(tx, now);
+  const auto created_text = format_iso8601(now);
   const auto feed = std::to_string(feed_id);
-  std::vector<std::string> up_ids, up_hashes, up_records, up_kinds, up_seqs;
+  std::vector<std::string> up_ids, up_hashes, up_records;
   std::vector<std::string> del_ids, del_seqs;
   std::int64_t seq = 0;
+  // The feed row is locked first (the change log and snapshot have no foreign key: a feed
+  // deleted meanwhile makes this fail instead of leaving rows behind).
   if (!baseline) {
     auto head = tx.exec1(fmt::format("update feeds set head_seq = head_seq + {} where id = {} "
                                      "returning head_seq", changes.size(), feed))[0]
                     .as<std::int64_t>();
     seq = head - static_cast<std::int64_t>(changes.size());
+  } else {
+    tx.exec1(fmt::format("select id from feeds where id = {} for no key update", feed));
   }
+  const auto first_seq = seq;
   for (const auto& c : changes) {
     ++seq;
     if (c.kind == change_kind::deleted) {
@@ -64,8 +70,6 @@ void write_changes(pqxx::work& tx, std::int64_t feed_id, const std::vector<chang
       up_ids.push_back(c.id);
       up_hashes.push_back(c.hash);
       up_records.push_back(c.json);
-      up_kinds.push_back(changes::to_string(c.kind));
-      up_seqs.push_back(std::to_string(seq));
     }
   }
   if (!del_ids.empty()) {
@@ -81,31 +85,36 @@ void write_changes(pqxx::work& tx, std::int64_t feed_id, const std::vector<chang
     tx.exec0(fmt::format("delete from feed_records where feed_id = {} and record_id = any({}::text[])",
                          feed, ids));
   }
-  if (!baseline && !changes.empty())
-    // The feed's webhooks have delivery work: the delivery engine claims them by deliver_at.
-    // Rows are locked in id order, as the engine's batched writes lock them (no deadlock).
-    tx.exec0(fmt::format(
-        "update webhooks set deliver_at = coalesce(deliver_at, {0}), deliver_gen = deliver_gen + 1 "
-        "where id in (select id from webhooks where feed_id = {1} and hook_url <> '' "
-        "order by id for update)",
-        created_at, feed));
   if (!up_ids.empty()) {
-    auto ids = tx.quote(text_array_literal(up_ids));
-    auto records = tx.quote(text_array_literal(up_records));
     tx.exec0(fmt::format(
         "insert into feed_records(feed_id, record_id, hash, record) "
         "select {}, u.id, u.hash, u.record from unnest({}::text[], {}::text[], {}::text[]) "
         "as u(id, hash, record) on conflict (feed_id, record_id) do update "
         "set hash = excluded.hash, record = excluded.record",
-        feed, ids, tx.quote(text_array_literal(up_hashes)), records));
-    if (!baseline)
-      tx.exec0(fmt::format(
-          "insert into change_log(feed_id, seq, record_id, kind, record, created_at) "
-          "select {}, u.seq, u.id, u.kind, u.record, {} "
-          "from unnest({}::bigint[], {}::text[], {}::text[], {}::text[]) as u(seq, id, kind, record)",
-          feed, created_at, tx.quote(text_array_literal(up_seqs)), ids,
-          tx.quote(text_array_literal(up_kinds)), records));
+        feed, tx.quote(text_array_literal(up_ids)), tx.quote(text_array_literal(up_hashes)),
+        tx.quote(text_array_literal(up_records))));
+    if (!baseline) {
+      // The log rows go in with COPY: no SQL text to build and parse for every record.
+      pqxx::stream_to copy(tx, "change_log",
+                           std::vector<std::string>{"feed_id", "seq", "record_id", "kind", "record", "created_at"});
+      auto s = first_seq;
+      for (const auto& c : changes) {
+        ++s;
+        if (c.kind != change_kind::deleted)
+          copy << std::make_tuple(feed_id, s, c.id, std::string(changes::to_string(c.kind)), c.json, created_text);
+      }
+      copy.complete();
+    }
   }
+  if (!baseline && !changes.empty())
+    // The feed's webhooks have delivery work: the delivery engine claims them by deliver_at.
+    // Last, so that their rows stay locked only briefly (the engine's writes lock them too),
+    // and in id order, as the engine locks them (no deadlock).
+    tx.exec0(fmt::format(
+        "update webhooks set deliver_at = coalesce(deliver_at, {0}), deliver_gen = deliver_gen + 1 "
+        "where id in (select id from webhooks where feed_id = {1} and hook_url <> '' "
+        "order by id for update)",
+        created_at, feed));
 }
 
 }  // namespace
