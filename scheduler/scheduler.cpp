@@ -73,6 +73,7 @@ scheduler::scheduler(asio::io_context& ioc, storage::store& store, storage::feed
                      sources::poller& poller, const sources::integration_registry& integrations,
                      const clock& clk, scheduler_options options, std::function<void()> changes_logged)
     : ioc_(ioc), strand_(asio::make_strand(ioc)), timer_(strand_), store_(store), feeds_(feeds),
+      pages_(ioc, feeds, feeds.db()),
       poller_(poller), changes_logged_(std::move(changes_logged)), integrations_(integrations),
       clock_(clk), options_(std::move(options)) {}
 
@@ -179,7 +180,7 @@ awaitable<std::optional<changes::poll_outcome>> scheduler::poll_if_due(
       // Whatever goes wrong (a database error on a strange record...), the poll ends here and
       // gives the feed's lease back, or the feed's other webhooks would wait for it.
       try {
-        outcome = co_await poll_feed(poller_, feeds_, *def, *obj, conn->auth_json, leased.second,
+        outcome = co_await poll_feed(poller_, pages_, *def, *obj, conn->auth_json, leased.second,
                                      options_.feed, changes_logged_);
       } catch (const std::exception& e) {
         outcome = changes::poll_outcome{};

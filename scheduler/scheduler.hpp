@@ -16,6 +16,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 
+#include "scheduler/batched_feeds.hpp"
 #include "scheduler/feed_poll.hpp"
 #include "sources/integration_registry.hpp"
 #include "sources/poller.hpp"
@@ -67,6 +68,7 @@ private:
   boost::asio::steady_timer timer_;
   storage::store& store_;
   storage::feed_store& feeds_;
+  batched_feeds pages_;  // the polls' page reads and writes, group-committed
   sources::poller& poller_;
   std::function<void()> changes_logged_;
   std::function<void(const std::string&)> webhook_changed_;

@@ -1,5 +1,7 @@
 #include "storage/feed_store.hpp"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "core/json.hpp"
@@ -42,7 +44,21 @@ changes::feed_state feed_from_row(const pqxx::row& r) {
 }
 
 // Appends log entries and updates the snapshot for one batch of changes.
-void write_changes(pqxx::work& tx, std::int64_t feed_id, const std::vector<change>& changes,
+// Marks the feeds' webhooks as having delivery work: the delivery engine claims them by
+// deliver_at. Last in a transaction, so that their rows stay locked only briefly (the engine's
+// writes lock them too), and in id order, as the engine locks them (no deadlock).
+void mark_for_delivery(pqxx::transaction_base& tx, const std::vector<std::int64_t>& feeds, sys_time now) {
+  if (feeds.empty()) return;
+  std::string list;
+  for (auto f : feeds) list += (list.empty() ? "" : ",") + std::to_string(f);
+  tx.exec0(fmt::format(
+      "update webhooks set deliver_at = coalesce(deliver_at, {0}), deliver_gen = deliver_gen + 1 "
+      "where id in (select id from webhooks where feed_id in ({1}) and hook_url <> '' "
+      "order by id for update)",
+      timestamp_sql(tx, now), list));
+}
+
+void write_changes(pqxx::transaction_base& tx, std::int64_t feed_id, const std::vector<change>& changes,
                    bool baseline, sys_time now) {
   const auto created_at = timestamp_sql(tx, now);
   const auto created_text = format_iso8601(now);
@@ -106,15 +122,6 @@ void write_changes(pqxx::work& tx, std::int64_t feed_id, const std::vector<chang
       copy.complete();
     }
   }
-  if (!baseline && !changes.empty())
-    // The feed's webhooks have delivery work: the delivery engine claims them by deliver_at.
-    // Last, so that their rows stay locked only briefly (the engine's writes lock them too),
-    // and in id order, as the engine locks them (no deadlock).
-    tx.exec0(fmt::format(
-        "update webhooks set deliver_at = coalesce(deliver_at, {0}), deliver_gen = deliver_gen + 1 "
-        "where id in (select id from webhooks where feed_id = {1} and hook_url <> '' "
-        "order by id for update)",
-        created_at, feed));
 }
 
 }  // namespace
@@ -140,9 +147,64 @@ awaitable<void> feed_store::apply_changes(std::int64_t feed_id, std::vector<chan
   auto job = [feed_id, changes = std::move(changes), baseline, now](pqxx::connection& c) {
     pqxx::work tx(c);
     write_changes(tx, feed_id, changes, baseline, now);
+    if (!baseline) mark_for_delivery(tx, {feed_id}, now);
     tx.commit();
   };
   co_await db_.run(std::move(job));
+}
+
+std::vector<std::unordered_map<std::string, std::string>> feed_store::known_hashes_batch(
+    pqxx::connection& c, const std::vector<known_request>& requests) const {
+  pqxx::read_transaction tx(c);
+  std::vector<std::string> feeds, ids, slots;
+  for (std::size_t i = 0; i < requests.size(); ++i)
+    for (const auto& id : requests[i].ids) {
+      feeds.push_back(std::to_string(requests[i].feed_id));
+      ids.push_back(id);
+      slots.push_back(std::to_string(i));
+    }
+  std::vector<std::unordered_map<std::string, std::string>> out(requests.size());
+  if (ids.empty()) return out;
+  // One query for every page of the batch, through the (feed_id, record_id) key.
+  auto r = tx.exec(fmt::format(
+      "select u.n, r.record_id, r.hash from unnest({}::bigint[], {}::text[], {}::int[]) as u(feed, id, n) "
+      "join feed_records r on r.feed_id = u.feed and r.record_id = u.id",
+      tx.quote(text_array_literal(feeds)), tx.quote(text_array_literal(ids)),
+      tx.quote(text_array_literal(slots))));
+  for (const auto& row : r)
+    out[row[0].as<std::size_t>()].emplace(row[1].as<std::string>(), row[2].as<std::string>());
+  return out;
+}
+
+std::vector<std::string> feed_store::apply_changes_batch(pqxx::connection& c,
+                                                         const std::vector<apply_request>& requests) const {
+  auto now = clock_.now();
+  pqxx::work tx(c);
+  std::vector<std::string> out(requests.size());
+  std::vector<std::int64_t> logged;
+  // Feed rows are locked in id order (one page per feed and batch: a poll's pages follow
+  // one another); each page in a savepoint, so one that fails leaves the others written.
+  std::vector<std::size_t> order(requests.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(),
+            [&](std::size_t a, std::size_t b) { return requests[a].feed_id < requests[b].feed_id; });
+  for (auto i : order) {
+    const auto& r = requests[i];
+    if (r.changes.empty()) continue;
+    try {
+      pqxx::subtransaction page(tx, "page");
+      write_changes(page, r.feed_id, r.changes, r.baseline, now);
+      page.commit();
+      if (!r.baseline) logged.push_back(r.feed_id);
+    } catch (const pqxx::broken_connection&) {
+      throw;
+    } catch (const std::exception& e) {
+      out[i] = e.what();
+    }
+  }
+  mark_for_delivery(tx, logged, now);
+  tx.commit();
+  return out;
 }
 
 awaitable<std::vector<std::string>> feed_store::snapshot_ids(std::int64_t feed_id) {

@@ -42,6 +42,7 @@ enum class feed_lease { acquired, fresh, busy };
 class feed_store final : public changes::feed_repository {
 public:
   feed_store(executor& db, const clock& clk) : db_(db), clock_(clk) {}
+  executor& db() { return db_; }
 
   // feed_repository
   boost::asio::awaitable<std::unordered_map<std::string, std::string>> known_hashes(
@@ -52,6 +53,23 @@ public:
   boost::asio::awaitable<std::vector<std::string>> snapshot_ids(std::int64_t feed_id) override;
   boost::asio::awaitable<void> finish_poll(std::int64_t feed_id,
                                            changes::poll_outcome outcome) override;
+
+  // The same two page operations as batch jobs, for many pages of many feeds in one round
+  // trip / one transaction (scheduler/batched_feeds.hpp). A page whose write fails (its feed
+  // was deleted meanwhile) fails alone: the result is its error message, "" when written.
+  struct known_request {
+    std::int64_t feed_id = 0;
+    std::vector<std::string> ids;
+  };
+  struct apply_request {
+    std::int64_t feed_id = 0;
+    std::vector<changes::change> changes;
+    bool baseline = false;
+  };
+  std::vector<std::unordered_map<std::string, std::string>> known_hashes_batch(
+      pqxx::connection& c, const std::vector<known_request>& requests) const;
+  std::vector<std::string> apply_changes_batch(pqxx::connection& c,
+                                               const std::vector<apply_request>& requests) const;
 
   // Scheduling.
   // Claims up to `limit` due webhooks (not paused, connection not paused, no live lease),
