@@ -107,10 +107,15 @@ net::client_options client_options_for(const config& cfg);
 asio::awaitable<void> drain_and_stop(asio::io_context& ioc, net::http_server& server,
                                      scheduler::scheduler& sched, scheduler::delivery_engine& engine,
                                      std::chrono::seconds deadline) {
-  co_await sched.stop(deadline);
-  co_await engine.stop(deadline);
-  asio::steady_timer timer(ioc);
+  // Both stop at once: the engine's lanes stop before their next POST while the runs in
+  // flight finish; together they take at most `deadline`.
   auto until = std::chrono::steady_clock::now() + deadline;
+  engine.request_stop();
+  co_await sched.stop(deadline);
+  auto left = std::chrono::duration_cast<std::chrono::seconds>(until - std::chrono::steady_clock::now());
+  co_await engine.stop(std::max(left, std::chrono::seconds(0)));
+  asio::steady_timer timer(ioc);
+  until = std::chrono::steady_clock::now() + deadline;
   while (server.in_flight() > 0 && std::chrono::steady_clock::now() < until) {
     timer.expires_after(std::chrono::milliseconds(20));
     co_await timer.async_wait(asio::use_awaitable);

@@ -28,7 +28,7 @@ namespace {
 
 constexpr std::size_t max_read_batch = 256;    // lanes per batched read
 constexpr std::size_t max_write_batch = 1024;  // lane writes per commit
-constexpr auto workspace_ttl = std::chrono::seconds(30);
+constexpr auto workspace_ttl = std::chrono::seconds(5);  // a new notification_url applies soon
 
 std::string new_delivery_id() { return "msg_" + crypto::random_token(18); }
 
@@ -199,9 +199,13 @@ int delivery_engine::lanes() const {
   return static_cast<int>(lanes_.size());
 }
 
-awaitable<void> delivery_engine::stop(std::chrono::seconds deadline) {
+void delivery_engine::request_stop() {
   stopping_ = true;
   wake();
+}
+
+awaitable<void> delivery_engine::stop(std::chrono::seconds deadline) {
+  request_stop();
   asio::steady_timer t(co_await asio::this_coro::executor);
   auto until = std::chrono::steady_clock::now() + deadline;
   while (lanes() > 0 && std::chrono::steady_clock::now() < until) {

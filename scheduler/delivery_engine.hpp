@@ -61,7 +61,9 @@ public:
   ~delivery_engine();
 
   void start();
-  // Stops claiming; lanes stop before their next POST; waits up to `deadline`; gives leases back.
+  // Stops claiming; lanes stop before their next POST (they give their webhooks back).
+  void request_stop();
+  // request_stop(), then waits up to `deadline` for the lanes; gives the leases back.
   boost::asio::awaitable<void> stop(std::chrono::seconds deadline);
   // New changes were logged: claim now.
   void wake();
