@@ -38,28 +38,12 @@ std::string project(std::string_view record_json, std::string_view fields) {
   json::writer w;
   w.begin_object();
   simdjson::dom::object members = doc.root().get_object().value_unsafe();
-  bool has_raw = false;
   for (auto [k, v] : members) {
-    has_raw = has_raw || k == "raw";
     bool keep = k == "id" || (wanted.empty() ? k != "raw" : wanted.contains(k));
     if (keep) w.key(k).raw(json::to_string(v));
   }
-  // A record stored without raw is its own raw (the identity mapping's, kept once).
-  if (!has_raw && wanted.contains("raw")) w.key("raw").raw(std::string(record_json));
   w.end_object();
   return w.take();
-}
-
-std::string compact_record(const std::string& json) {
-  static constexpr std::string_view marker = ",\"raw\":";
-  auto at = json.rfind(marker);
-  if (at == std::string::npos || json.empty() || json.back() != '}') return json;
-  std::string_view prefix(json.data(), at);
-  std::string_view raw(json.data() + at + marker.size(), json.size() - at - marker.size() - 1);
-  if (raw.size() != prefix.size() + 1 || !raw.starts_with(prefix) || raw.back() != '}') return json;
-  std::string out(prefix);
-  out.push_back('}');
-  return out;
 }
 
 bool matches_filters(std::string_view record_json, const std::map<std::string, std::string>& filters) {

@@ -33,13 +33,7 @@ batch select_batch(std::span<const log_entry> entries, std::string_view event,
                    std::string_view fields, int page_limit);
 
 // The record projected to `fields` (comma-separated; empty: every field but raw); id always.
-// A record without a raw member is its own raw (what the identity mapping stores).
 std::string project(std::string_view record_json, std::string_view fields);
-
-// The record as the snapshot and the log keep it: the identity mapping's record is often its
-// own raw ({"id":"1",...,"raw":{"id":"1",...}}); then it is kept once, without raw (project()
-// gives it back as raw), half the bytes. Any other record is kept as it is.
-std::string compact_record(const std::string& mapped_json);
 
 // Whether the record's top-level fields equal the filter values (strings compared as text).
 bool matches_filters(std::string_view record_json, const std::map<std::string, std::string>& filters);

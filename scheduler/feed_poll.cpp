@@ -4,7 +4,6 @@
 
 #include "changes/canonical.hpp"
 #include "core/json.hpp"
-#include "delivery/batch.hpp"
 
 namespace hookd::scheduler {
 
@@ -23,7 +22,7 @@ bool needs_full_scan(const changes::feed_state& feed, const sources::integration
 namespace {
 
 observed_record observe(const sources::mapped_record& r, const std::vector<std::string>& volatile_fields) {
-  observed_record o{r.id, r.hash, delivery::compact_record(r.json), r.deleted};
+  observed_record o{r.id, r.hash, r.json, r.deleted};
   if (!o.hash.empty()) return o;  // hashed by the mapping
   json::document doc;
   if (!json::document::parse(r.json, doc)) o.hash = changes::record_hash(doc.root(), volatile_fields);

@@ -68,22 +68,6 @@ TEST_CASE("page_max_limit ends the window; the rest waits for the next delivery"
   CHECK(next.data == R"([{"id":"c"}])");
 }
 
-TEST_CASE("a record that is its own raw is kept once, and projected with raw as before") {
-  // The identity mapping of {"id":"1","name":"Ada"}: the mapped fields, then raw, the same bytes.
-  const std::string mapped = R"({"id":"1","name":"Ada","tags":["a,\"raw\":x"],"raw":{"id":"1","name":"Ada","tags":["a,\"raw\":x"]}})";
-  const auto kept = compact_record(mapped);
-  CHECK(kept == R"({"id":"1","name":"Ada","tags":["a,\"raw\":x"]})");
-  CHECK(project(kept, "") == project(mapped, ""));
-  CHECK(project(kept, "name,raw") == project(mapped, "name,raw"));
-  CHECK(project(kept, "raw") == project(mapped, "raw"));
-  // raw that differs from the record (a numeric id, a mapping, another key order) stays.
-  for (const std::string other : {R"({"id":"1","name":"Ada","raw":{"id":1,"name":"Ada"}})",
-                                  R"({"id":"1","name":"Ada","raw":{"name":"Ada","id":"1"}})",
-                                  R"({"id":"1","full_name":"Ada","raw":{"properties":{"n":"Ada"}}})",
-                                  R"({"id":"1","name":"Ada"})", R"(not json)", R"()"})
-    CHECK(compact_record(other) == other);
-}
-
 TEST_CASE("projection keeps id and the named fields; raw only when asked") {
   std::string r = R"({"id":"1","name":"Ada","emails":[],"raw":{"n":"Ada"}})";
   CHECK(project(r, "") == R"({"id":"1","name":"Ada","emails":[]})");
