@@ -1,6 +1,8 @@
 #pragma once
 // A fresh database per test on the PostgreSQL server named by HOOKD_TEST_DATABASE_URL
 // (started by scripts/test). These tests fail, never skip, when it is absent.
+#include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <future>
 #include <stdexcept>
@@ -13,6 +15,7 @@
 #include <pqxx/pqxx>
 
 #include "core/crypto.hpp"
+#include "core/time.hpp"
 
 namespace hookd::test {
 
@@ -56,6 +59,16 @@ public:
 private:
   std::string name_;
   std::string url_;
+};
+
+// Time for the tests: fixed, moved only by advance() (safe from the database threads too).
+class fixed_clock final : public clock {
+public:
+  sys_time now() const override { return sys_time{std::chrono::milliseconds(now_ms_.load())}; }
+  void advance(std::chrono::milliseconds d) { now_ms_ += d.count(); }
+
+private:
+  std::atomic<std::int64_t> now_ms_{1'800'000'000'000};
 };
 
 // Runs an awaitable to completion on its own io_context.

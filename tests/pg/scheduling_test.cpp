@@ -24,14 +24,7 @@ using storage::feed_lease;
 
 namespace {
 
-class fixed_clock final : public clock {
-public:
-  sys_time now() const override { return sys_time{std::chrono::milliseconds(now_ms_.load())}; }
-  void advance(std::chrono::milliseconds d) { now_ms_ += d.count(); }
-
-private:
-  std::atomic<std::int64_t> now_ms_{1'800'000'000'000};
-};
+using test::fixed_clock;
 
 struct sched_fixture {
   test::temp_database db;

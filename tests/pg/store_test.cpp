@@ -6,14 +6,7 @@ using namespace hookd;
 
 namespace {
 
-class fixed_clock final : public clock {
-public:
-  sys_time now() const override { return now_; }
-  void advance(std::chrono::milliseconds d) { now_ += d; }
-
-private:
-  sys_time now_ = from_unix_millis(1'800'000'000'000);
-};
+using test::fixed_clock;
 
 struct store_fixture {
   test::temp_database db;
