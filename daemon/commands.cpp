@@ -143,17 +143,23 @@ scheduler::scheduler_options scheduler_options_for(const config& cfg) {
   return o;
 }
 
-// Prunes the change log once an hour.
-asio::awaitable<void> prune_loop(storage::feed_store& feeds, std::chrono::hours retention) {
+// Keeps the tables bounded: the change log, run records and delivery attempts, unused feeds.
+// Every five minutes, in small batches (short transactions, no long locks).
+asio::awaitable<void> prune_loop(storage::feed_store& feeds, const config& cfg) {
   asio::steady_timer timer(co_await asio::this_coro::executor);
   for (;;) {
     try {
-      auto n = co_await feeds.prune_log(retention);
-      if (n > 0) spdlog::info("pruned {} change log entries", n);
+      auto log = co_await feeds.prune_log(std::chrono::hours(cfg.log_retention_hours));
+      auto history = co_await feeds.prune_history(std::chrono::hours(cfg.history_retention_hours),
+                                                  cfg.history_per_webhook);
+      auto unused = co_await feeds.prune_feeds(std::chrono::hours(cfg.feed_grace_hours));
+      if (log + history + unused > 0)
+        spdlog::info("pruned {} change log entries, {} run records and delivery attempts, {} unused feeds", log,
+                     history, unused);
     } catch (const std::exception& e) {
-      spdlog::warn("pruning the change log failed: {}", e.what());
+      spdlog::warn("pruning failed: {}", e.what());
     }
-    timer.expires_after(std::chrono::hours(1));
+    timer.expires_after(std::chrono::minutes(5));
     co_await timer.async_wait(asio::use_awaitable);
   }
 }
@@ -213,9 +219,6 @@ int run_serve(const config& cfg) {
             .to_json();
       },
       log_request);
-  net::http_client source_client(ioc.get_executor(), client_options_for(cfg));
-  connection_health health(store);
-  sources::poller poller(source_client, health, clk);
   // Separate pools (DESIGN §2.1, no funnel): API requests, the scheduler's polls and runs,
   // and the delivery engine never queue behind one another's database jobs.
   storage::executor sched_db({db.url, cfg.db_scheduler_pool_size, cfg.db_connect_timeout_seconds,
@@ -225,6 +228,10 @@ int run_serve(const config& cfg) {
   storage::store sched_store(sched_db, store.cipher(), clk);
   storage::store delivery_store(delivery_db, store.cipher(), clk);
   storage::feed_store feeds(sched_db, clk);
+  scheduler::run_batches run_batches(ioc, feeds, sched_store, std::chrono::seconds(cfg.lease_seconds));
+  net::http_client source_client(ioc.get_executor(), client_options_for(cfg));
+  connection_health health(sched_store, &run_batches);
+  sources::poller poller(source_client, health, clk);
   // Subscribers' endpoints go through the SSRF guard at every connect.
   net::address_policy destinations(cfg.allow_private_destinations);
   auto delivery_client_options = client_options_for(cfg);
@@ -243,7 +250,7 @@ int run_serve(const config& cfg) {
   engine_options.lease = std::chrono::seconds(cfg.lease_seconds);
   scheduler::delivery_engine engine(ioc, delivery_client, delivery_store, delivery_records, clk,
                                     engine_options);
-  scheduler::scheduler sched(ioc, sched_store, feeds, poller, registry, clk, sched_options,
+  scheduler::scheduler sched(ioc, sched_store, feeds, run_batches, poller, registry, clk, sched_options,
                              [&engine] { engine.wake(); });
   rest.on_trigger([&sched] { sched.wake(); });
   // This instance hears of a change at once; the others through NOTIFY.
@@ -251,7 +258,7 @@ int run_serve(const config& cfg) {
   sched.on_webhook_changed([&engine](const std::string& id) { engine.changed(id); });
   sched.start();
   engine.start();
-  asio::co_spawn(ioc, prune_loop(feeds, std::chrono::hours(cfg.log_retention_hours)), log_exception);
+  asio::co_spawn(ioc, prune_loop(feeds, cfg), log_exception);
   spdlog::info("scheduler started as {}", sched_options.owner);
 
   server.start();

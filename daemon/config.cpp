@@ -395,6 +395,12 @@ const std::vector<key_spec>& key_specs() {
       {"drain_seconds", false, [](config& c, v x) { c.drain_seconds = integer_between(x, 0, 3600); }},
       {"log_retention_hours", false,
        [](config& c, v x) { c.log_retention_hours = integer_between(x, 0, 24 * 3650); }},
+      {"history_retention_hours", false,
+       [](config& c, v x) { c.history_retention_hours = integer_between(x, 1, 24 * 3650); }},
+      // The webhook's `runs` shows the latest ten: the history keeps at least as many.
+      {"history_per_webhook", false,
+       [](config& c, v x) { c.history_per_webhook = integer_between(x, 10, 1000000); }},
+      {"feed_grace_hours", false, [](config& c, v x) { c.feed_grace_hours = integer_between(x, 0, 24 * 3650); }},
   };
   return specs;
 }

@@ -54,7 +54,10 @@ struct config {
   int delete_scan_every = 1;                  // feeds with a deleted webhook and no tombstones
   int incremental_overlap_seconds = 300;      // incremental polls re-read this much before the high water
   int drain_seconds = 30;                     // SIGTERM: time for runs in flight to finish
-  int log_retention_hours = 168;              // change log entries every webhook has passed               // integration definitions; default: next to the binary, else /usr/share/hookd/integrations
+  int log_retention_hours = 168;              // change log entries every webhook has passed
+  int history_retention_hours = 168;          // run records and delivery attempts: kept this long
+  int history_per_webhook = 100;              // ... and at most this many of each per webhook
+  int feed_grace_hours = 24;                  // a feed without webhooks is removed after this
 };
 
 // Where the configuration comes from; tests pass their own environment.

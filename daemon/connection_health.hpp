@@ -1,5 +1,6 @@
 #pragma once
 // Records what the poller learns about connections (health, refreshed tokens) in storage.
+#include "scheduler/run_batches.hpp"
 #include "sources/poller.hpp"
 #include "storage/store.hpp"
 
@@ -7,13 +8,18 @@ namespace hookd {
 
 class connection_health final : public sources::connection_events {
 public:
-  explicit connection_health(storage::store& store) : store_(store) {}
+  // With `batches`, successful reads (one per poll) are recorded in batches.
+  explicit connection_health(storage::store& store, scheduler::run_batches* batches = nullptr)
+      : store_(store), batches_(batches) {}
 
   boost::asio::awaitable<void> unhealthy(std::string connection_id, unsigned status) override {
     co_await store_.mark_connection_unhealthy(std::move(connection_id), status);
   }
   boost::asio::awaitable<void> healthy(std::string connection_id) override {
-    co_await store_.mark_connection_healthy(std::move(connection_id));
+    if (batches_)
+      batches_->mark_healthy(std::move(connection_id));
+    else
+      co_await store_.mark_connection_healthy(std::move(connection_id));
   }
   boost::asio::awaitable<void> auth_refreshed(std::string connection_id,
                                               std::string auth_json) override {
@@ -22,6 +28,7 @@ public:
 
 private:
   storage::store& store_;
+  scheduler::run_batches* batches_;
 };
 
 }  // namespace hookd

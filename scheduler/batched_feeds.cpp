@@ -33,8 +33,14 @@ boost::asio::awaitable<std::unordered_map<std::string, std::string>> batched_fee
 boost::asio::awaitable<void> batched_feeds::apply_changes(std::int64_t feed_id,
                                                           std::vector<changes::change> changes,
                                                           bool baseline) {
+  co_await apply_fenced(feed_id, std::move(changes), baseline, "");
+}
+
+boost::asio::awaitable<void> batched_feeds::apply_fenced(std::int64_t feed_id,
+                                                         std::vector<changes::change> changes,
+                                                         bool baseline, std::string poll_owner) {
   if (changes.empty()) co_return;
-  storage::feed_store::apply_request request{feed_id, std::move(changes), baseline};
+  storage::feed_store::apply_request request{feed_id, std::move(changes), baseline, std::move(poll_owner)};
   auto error = co_await writes_.call(std::move(request));
   // The poll ends as incomplete (nothing is concluded from a page that was not written).
   if (!error.empty()) throw std::runtime_error("writing the changes failed: " + error);

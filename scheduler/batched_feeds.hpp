@@ -23,6 +23,11 @@ public:
   boost::asio::awaitable<std::vector<std::string>> snapshot_ids(std::int64_t feed_id) override;
   boost::asio::awaitable<void> finish_poll(std::int64_t feed_id, changes::poll_outcome outcome) override;
 
+  // apply_changes for a poll holding the feed's lease as `poll_owner`: written only while it
+  // still holds it (see feed_store::apply_request).
+  boost::asio::awaitable<void> apply_fenced(std::int64_t feed_id, std::vector<changes::change> changes,
+                                            bool baseline, std::string poll_owner);
+
 private:
   storage::feed_store& feeds_;
   batcher<storage::feed_store::known_request, std::unordered_map<std::string, std::string>> reads_;

@@ -1,8 +1,9 @@
 #pragma once
-// Group commit for the delivery engine: requests from many lanes queue up while one batch
-// job runs on a database thread; when it finishes, everything that queued meanwhile goes
-// into the next job. Under load a job serves many lanes (one transaction, one commit); when
-// idle a request runs at once. Cost grows with batches, not with requests.
+// Group commit for the delivery engine and the scheduler: requests from many lanes or runs
+// queue up while one batch job runs on a database thread; when it finishes, everything that
+// queued meanwhile goes into the next job. Under load a job serves many requests (one
+// transaction, one commit); when idle a request runs at once. Cost grows with batches, not
+// with requests.
 #include <cstddef>
 #include <exception>
 #include <functional>
@@ -75,7 +76,7 @@ private:
       try {
         std::rethrow_exception(e);
       } catch (const std::exception& ex) {
-        spdlog::error("delivery batch failed: {}", ex.what());
+        spdlog::error("a database batch failed: {}", ex.what());
       }
     });
   }

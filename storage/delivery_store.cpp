@@ -48,9 +48,9 @@ awaitable<std::vector<std::string>> delivery_store::claim(int limit, std::chrono
     auto ts = timestamp_sql(tx, now);
     auto r = tx.exec(fmt::format(
         "with due as (select id from webhooks where deliver_at <= {0} and not is_paused "
-        "and hook_url <> '' and (delivery_expires_at is null or delivery_expires_at < {0}) "
+        "and hook_url <> '' and (delivery_expires_at is null or delivery_expires_at < now()) "
         "order by deliver_at limit {1} for update skip locked) "
-        "update webhooks w set delivery_owner = {2}, delivery_expires_at = {0} + interval '{3} seconds' "
+        "update webhooks w set delivery_owner = {2}, delivery_expires_at = now() + interval '{3} seconds' "
         "from due where w.id = due.id returning w.id",
         ts, limit, tx.quote(owner_), lease.count()));
     tx.commit();
@@ -63,14 +63,14 @@ awaitable<std::vector<std::string>> delivery_store::claim(int limit, std::chrono
 }
 
 awaitable<std::optional<sys_time>> delivery_store::next_due() {
-  auto now = clock_.now();
-  auto job = [now](pqxx::connection& c) -> std::optional<sys_time> {
+  auto job = [](pqxx::connection& c) -> std::optional<sys_time> {
     pqxx::read_transaction tx(c);
+    // A webhook leased elsewhere is due when its lease lapses (by the database's clock, which
+    // is close enough to this instance's for a wake-up time).
     auto r = tx.exec1(fmt::format(
         "select {} from webhooks where deliver_at is not null and not is_paused and hook_url <> ''",
-        millis_of(fmt::format("min(case when delivery_expires_at >= {0} then "
-                              "greatest(deliver_at, delivery_expires_at) else deliver_at end)",
-                              timestamp_sql(tx, now)))));
+        millis_of("min(case when delivery_expires_at >= now() then "
+                  "greatest(deliver_at, delivery_expires_at) else deliver_at end)")));
     if (r[0].is_null()) return std::nullopt;
     return from_unix_millis(r[0].as<std::int64_t>());
   };
@@ -78,12 +78,11 @@ awaitable<std::optional<sys_time>> delivery_store::next_due() {
 }
 
 awaitable<void> delivery_store::extend_leases(std::vector<std::string> ids, std::chrono::seconds lease) {
-  auto now = clock_.now();
-  auto job = [this, now, lease, ids = std::move(ids)](pqxx::connection& c) {
+  auto job = [this, lease, ids = std::move(ids)](pqxx::connection& c) {
     pqxx::work tx(c);
-    tx.exec0(fmt::format("update webhooks set delivery_expires_at = {} + interval '{} seconds' "
+    tx.exec0(fmt::format("update webhooks set delivery_expires_at = now() + interval '{} seconds' "
                          "where delivery_owner = {} and id = any({})",
-                         timestamp_sql(tx, now), lease.count(), tx.quote(owner_), ids_sql(tx, ids)));
+                         lease.count(), tx.quote(owner_), ids_sql(tx, ids)));
     tx.commit();
   };
   co_await db_.run(std::move(job));

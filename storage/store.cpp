@@ -1,6 +1,7 @@
 #include "storage/store.hpp"
 
 #include <stdexcept>
+#include <unordered_map>
 
 #include "core/json.hpp"
 #include "storage/feed_store.hpp"
@@ -334,6 +335,36 @@ awaitable<std::optional<connection>> store::get_connection_by_id(std::string id)
     return connection_from_row(r[0], cipher_);
   };
   co_return co_await db_.run(std::move(job));
+}
+
+std::vector<std::optional<connection>> store::connections_by_id_batch(
+    pqxx::connection& conn, const std::vector<std::string>& ids) const {
+  pqxx::read_transaction tx(conn);
+  auto r = tx.exec("select " + connection_columns + " from connections where id = any(" +
+                   tx.quote(text_array_literal(ids)) + "::text[])");
+  std::unordered_map<std::string, connection> found;
+  for (const auto& row : r) {
+    auto c = connection_from_row(row, cipher_);
+    auto id = c.id;
+    found.emplace(std::move(id), std::move(c));
+  }
+  std::vector<std::optional<connection>> out;
+  out.reserve(ids.size());
+  for (const auto& id : ids) {
+    auto it = found.find(id);
+    out.push_back(it == found.end() ? std::nullopt : std::optional<connection>(it->second));
+  }
+  return out;
+}
+
+std::vector<bool> store::mark_healthy_batch(pqxx::connection& conn, const std::vector<std::string>& ids) const {
+  pqxx::work tx(conn);
+  // In id order: two instances marking overlapping sets never deadlock.
+  tx.exec0("update connections set last_healthy_at = " + timestamp_sql(tx, clock_.now()) +
+           " where id in (select id from connections where id = any(" + tx.quote(text_array_literal(ids)) +
+           "::text[]) order by id for no key update)");
+  tx.commit();
+  return std::vector<bool>(ids.size(), true);
 }
 
 awaitable<void> store::mark_connection_healthy(std::string id) {

@@ -64,6 +64,11 @@ public:
   awaitable<std::optional<connection>> get_connection_by_id(std::string id);
   // Source health: a successful read, or a 401/403 (last_unhealthy_code).
   awaitable<void> mark_connection_healthy(std::string id);
+  // Batch jobs for the scheduler (scheduler/run_batches.hpp): many connections read in one
+  // query (nullopt for one that is gone); many marked healthy in one statement.
+  std::vector<std::optional<connection>> connections_by_id_batch(pqxx::connection& c,
+                                                                 const std::vector<std::string>& ids) const;
+  std::vector<bool> mark_healthy_batch(pqxx::connection& c, const std::vector<std::string>& ids) const;
   awaitable<void> mark_connection_unhealthy(std::string id, unsigned status);
   // Replaces the sealed auth (refreshed OAuth2 tokens).
   awaitable<void> save_connection_auth(std::string id, std::string auth_json);

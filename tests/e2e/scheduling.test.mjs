@@ -657,6 +657,60 @@ describe('several hookd instances on one database', () => {
     assert.equal(Number(lease[0]), 0, 'the killed instance never recorded that slot');
   });
 
+  test('kill -9 of one of two instances in the middle of its batches of runs: no slot of any webhook runs twice, every webhook keeps running', { timeout: TEST_TIMEOUT }, async (t) => {
+    const sources = [];
+    for (let i = 0; i < 10; i++) sources.push(await source({ contacts: contacts(5), companies: contacts(5) }));
+    const apiKey = randomToken('key');
+    const workspaceSecret = randomToken('wsec');
+    const byName = {};
+    for (const name of ['batch-a', 'batch-b']) {
+      byName[name] = await daemon({ HOOKD_INSTANCE_ID: name, HOOKD_LEASE_SECONDS: '4' }, { apiKey, workspaceSecret });
+    }
+    const a = byName['batch-a'];
+    // 10 connections x (3 contact webhooks on one feed + 1 company webhook): 40 webhooks, 20 feeds.
+    const ids = [];
+    for (const src of sources) {
+      const conn = await createConnection(a, src.url);
+      for (const event of ['created', 'updated', 'deleted']) ids.push((await createWebhook(a, conn, event)).id);
+      ids.push((await createWebhook(a, conn, 'created', { object_type: 'crm_company' })).id);
+    }
+    await waitFor(async () => new Set((await runs(ids)).map((r) => r.webhookId)).size === ids.length,
+      { timeoutMs: 20_000, what: 'every webhook ran once' });
+    // Slow sources: the runs in flight at the kill are many, of many feeds, mid-poll.
+    for (const src of sources) src.delayMs = 700;
+    await waitFor(async () => {
+      const [[n]] = await sql(`select count(*) from webhooks where lease_owner = 'batch-a' and id in (${ids.map(q).join(', ')})`);
+      return Number(n) >= 4;
+    }, { timeoutMs: 15_000, what: 'batch-a running several webhooks' });
+    const [[inFlight]] = await sql(`select count(*) from webhooks where lease_owner = 'batch-a'`);
+    const killedAt = Date.now();
+    a.child.kill('SIGKILL');
+    await a.exited;
+    for (const src of sources) src.delayMs = 0;
+    // The survivor takes over once the leases lapse (4 s) and keeps every webhook on schedule.
+    await waitFor(async () => {
+      const after = (await runs(ids)).filter((r) => r.started > killedAt + 5_000 && r.owner === 'batch-b');
+      return new Set(after.map((r) => r.webhookId)).size === ids.length;
+    }, { timeoutMs: 30_000, what: 'every webhook run by batch-b after the kill', detail: async () => describeRuns(await runs(ids)) });
+    await pause(byName['batch-b'], ids);
+    await sleep(1000);
+    const all = await runs(ids);
+    const detail = describeRuns(all);
+    const perSlot = new Map();
+    for (const r of all) {
+      const k = `${r.webhookId}@${r.scheduled}`;
+      perSlot.set(k, (perSlot.get(k) ?? 0) + 1);
+    }
+    for (const [k, n] of perSlot) assert.equal(n, 1, `${k} ran ${n} times\n${detail}`);
+    for (const id of ids) {
+      const rs = all.filter((r) => r.webhookId === id).sort((x, y) => x.started - y.started);
+      for (let i = 1; i < rs.length; i++) assert.ok(rs[i].started >= rs[i - 1].finished, `overlapping runs of ${id}\n${detail}`);
+    }
+    const byOwner = (o) => all.filter((r) => r.owner === o).length;
+    t.diagnostic(`${inFlight} runs of batch-a in flight at the kill; ${all.length} runs (batch-a ${byOwner('batch-a')}, batch-b ${byOwner('batch-b')})`);
+    assert.ok(byOwner('batch-a') > 0 && byOwner('batch-b') > 0, 'both instances ran webhooks');
+  });
+
   test('SIGTERM during a run: the run finishes, its lease is released, exit code 0', { timeout: TEST_TIMEOUT }, async () => {
     const src = await source({ contacts: contacts(250) });
     const d = await daemon({ HOOKD_INSTANCE_ID: 'draining', HOOKD_DRAIN_SECONDS: '20' });

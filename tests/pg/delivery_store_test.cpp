@@ -36,6 +36,12 @@ struct engine_fixture {
   storage::workspace ws;
   connection conn;
 
+  // The instance's clock and the database's view of the leases move together.
+  void advance(std::chrono::milliseconds d) {
+    clk.advance(d);
+    ex.run_sync([d](pqxx::connection& c) { test::age_leases(c, d); });
+  }
+
   engine_fixture() {
     ex.run_sync([](pqxx::connection& c) { storage::apply_migrations(c); });
     ws = store.create_workspace("one", "key-one", "secret-one");
@@ -116,7 +122,7 @@ TEST_CASE_FIXTURE(engine_fixture, "logged changes make the feed's webhooks claim
   auto got_a = test::await(a.claim(10, 60s));
   CHECK(std::set<std::string>(got_a.begin(), got_a.end()) == std::set<std::string>{h1.id, h2.id});
   CHECK(test::await(b.claim(10, 60s)).empty());  // leased by a
-  clk.advance(61s);                              // a died: its leases lapse
+  advance(61s);                              // a died: its leases lapse
   auto got_b = test::await(b.claim(10, 60s));
   CHECK(got_b.size() == 2);
   // a's writes are fenced off now: nothing of it lands.
@@ -199,7 +205,7 @@ TEST_CASE_FIXTURE(engine_fixture, "a failed attempt waits for its retry, counts 
   CHECK(r[0].held);
   CHECK(r[0].consecutive_failures == 1);
   CHECK(test::await(b.claim(10, 60s)).empty());  // not before the retry time
-  clk.advance(31s);
+  advance(31s);
   REQUIRE(test::await(b.claim(10, 60s)).size() == 1);
   auto in = read(b, {h.id});
   REQUIRE(in[0].pending.size() == 1);

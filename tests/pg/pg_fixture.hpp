@@ -71,6 +71,20 @@ private:
   std::atomic<std::int64_t> now_ms_{1'800'000'000'000};
 };
 
+// Leases run on the database's clock (now()), which a test cannot move: time passing for
+// them is simulated by moving every lease's expiry `d` nearer (webhook run leases, delivery
+// leases, feed poll leases).
+inline void age_leases(pqxx::connection& c, std::chrono::milliseconds d) {
+  pqxx::work tx(c);
+  auto by = "interval '" + std::to_string(d.count()) + " milliseconds'";
+  tx.exec0("update webhooks set lease_expires_at = lease_expires_at - " + by +
+           " where lease_expires_at is not null");
+  tx.exec0("update webhooks set delivery_expires_at = delivery_expires_at - " + by +
+           " where delivery_expires_at is not null");
+  tx.exec0("update feeds set poll_expires_at = poll_expires_at - " + by + " where poll_expires_at is not null");
+  tx.commit();
+}
+
 // Runs an awaitable to completion on its own io_context.
 template <class T>
 T await(boost::asio::awaitable<T> a) {

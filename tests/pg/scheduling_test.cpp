@@ -34,6 +34,12 @@ struct sched_fixture {
   storage::feed_store feeds{ex, clk};
   storage::workspace ws;
 
+  // The instance's clock and the database's view of the leases move together.
+  void advance(std::chrono::milliseconds d) {
+    clk.advance(d);
+    ex.run_sync([d](pqxx::connection& c) { test::age_leases(c, d); });
+  }
+
   sched_fixture() {
     ex.run_sync([](pqxx::connection& c) { storage::apply_migrations(c); });
     ws = store.create_workspace("one", "key-one", "secret-one");
@@ -92,7 +98,7 @@ struct sched_fixture {
   }
   std::int64_t now_ms() const { return to_unix_millis(clk.now()); }
   // Every webhook created so far is due (first runs are jittered by at most 30 s).
-  void make_all_due() { clk.advance(31s); }
+  void make_all_due() { advance(31s); }
 
   std::vector<storage::claimed_webhook> claim(storage::feed_store& fs, const std::string& owner,
                                               int limit = 100, std::chrono::seconds lease = 60s) {
@@ -405,7 +411,7 @@ TEST_CASE_FIXTURE(sched_fixture, "two concurrent claimers never get the same web
     CHECK(scalar("select count(*) from webhooks where lease_owner = 'instance-b'") == static_cast<std::int64_t>(set_b.size()));
     // While the leases live nobody claims them again.
     CHECK(claim(feeds, "instance-c").empty());
-    clk.advance(61s);  // the leases lapse: next round
+    advance(61s);  // the leases lapse: next round
   }
 }
 
@@ -426,7 +432,10 @@ TEST_CASE_FIXTURE(sched_fixture, "claim_due leases what it returns, with the slo
   CHECK(to_unix_millis(got[0].scheduled_for) == slot);
   CHECK(to_unix_millis(got[0].next_slot_at) == slot);
   CHECK(text(fmt::format("select lease_owner from webhooks where id = '{}'", h.id)) == "owner-1");
-  CHECK(millis(fmt::format("(select lease_expires_at from webhooks where id = '{}')", h.id)) == now_ms() + 45'000);
+  // The lease runs on the database's clock.
+  auto left = millis(fmt::format("(select lease_expires_at - now() from webhooks where id = '{}')", h.id));
+  CHECK(left > 44'000);
+  CHECK(left <= 45'000);
 }
 
 TEST_CASE_FIXTURE(sched_fixture, "only due webhooks are claimed, oldest slot first, up to the limit") {
@@ -444,7 +453,7 @@ TEST_CASE_FIXTURE(sched_fixture, "only due webhooks are claimed, oldest slot fir
   auto rest = claim("o", 10, 600s);
   CHECK(ids_of(rest) == std::set<std::string>{hooks[2].id, hooks[3].id});
   CHECK(claim("o", 10, 600s).empty());
-  clk.advance(121s);
+  advance(121s);
   auto last = claim("o", 10, 600s);
   REQUIRE(last.size() == 1);
   CHECK(last[0].id == hooks[4].id);
@@ -456,9 +465,9 @@ TEST_CASE_FIXTURE(sched_fixture, "an expired lease is re-claimed by another owne
   make_all_due();
   REQUIRE(claim("dead-instance", 10, 10s).size() == 1);
   CHECK(claim("survivor", 10, 10s).empty());
-  clk.advance(9s);
+  advance(9s);
   CHECK(claim("survivor", 10, 10s).empty());  // still live
-  clk.advance(2s);                             // 11 s: the dead instance's lease lapsed
+  advance(2s);                             // 11 s: the dead instance's lease lapsed
   auto got = claim("survivor", 10, 10s);
   REQUIRE(got.size() == 1);
   CHECK(got[0].id == h.id);
@@ -480,7 +489,7 @@ TEST_CASE_FIXTURE(sched_fixture, "paused webhooks and webhooks of paused connect
     CHECK(got == std::set<std::string>{runnable.id});  // its lease lapses between rounds
     CHECK_FALSE(got.contains(paused.id));
     CHECK_FALSE(got.contains(on_paused_conn.id));
-    clk.advance(61s);
+    advance(61s);
   }
   CHECK(scalar(fmt::format("select count(*) from webhooks where lease_owner is not null and id in ('{}', '{}')",
                            paused.id, on_paused_conn.id)) == 0);
@@ -522,29 +531,51 @@ TEST_CASE_FIXTURE(sched_fixture, "next_due does not report webhooks that cannot 
   }
 }
 
-TEST_CASE_FIXTURE(sched_fixture, "extend_leases and release_leases act on one owner's leases only") {
+TEST_CASE_FIXTURE(sched_fixture, "extend_leases renews only the runs and polls in flight it names, of one owner") {
   auto c = make_connection();
   make_webhook(c, "created");
   make_webhook(c, "updated", "crm_company");  // another feed
+  make_webhook(c, "created", "crm_deal");     // a third, whose run's bookkeeping "failed"
   make_all_due();
-  auto by_a = claim("A", 1, 10s);
-  REQUIRE(by_a.size() == 1);
+  auto by_a = claim("A", 2, 10s);
+  REQUIRE(by_a.size() == 2);
   REQUIRE(claim("B", 1, 10s).size() == 1);
   auto feed_a = by_a[0].feed_id;
   REQUIRE(test::await(feeds.lease_feed(feed_a, "A/" + by_a[0].id, clk.now(), 10s)).first == feed_lease::acquired);
-  clk.advance(8s);
-  test::await(feeds.extend_leases("A", 10s));
-  clk.advance(5s);  // 13 s after the claims: B's lease lapsed, A's was extended
+  advance(8s);
+  // B names A's run in flight: owners are checked, nothing of A's is renewed by B.
+  test::await(feeds.extend_leases("B", {by_a[0].id}, {}, 10s));
+  test::await(feeds.extend_leases("A", {by_a[0].id}, {"A/" + by_a[0].id}, 10s));
+  advance(5s);  // 13 s after the claims: B's lease and A's unnamed one lapsed, A's named one was extended
   auto taken = claim("C", 10, 10s);
-  REQUIRE(taken.size() == 1);
-  CHECK(text(fmt::format("select lease_owner from webhooks where id = '{}'", taken[0].id)) == "C");
+  REQUIRE(taken.size() == 2);
+  CHECK(ids_of(taken).count(by_a[1].id) == 1);
+  CHECK(ids_of(taken).count(by_a[0].id) == 0);
   CHECK(scalar("select count(*) from webhooks where lease_owner = 'A'") == 1);
   CHECK(test::await(feeds.lease_feed(feed_a, "C/x", clk.now(), 10s)).first == feed_lease::busy);
   test::await(feeds.release_leases("A"));
   CHECK(scalar("select count(*) from webhooks where lease_owner = 'A'") == 0);
-  CHECK(scalar("select count(*) from webhooks where lease_owner = 'C'") == 1);
+  CHECK(scalar("select count(*) from webhooks where lease_owner = 'C'") == 2);
   CHECK(text(fmt::format("select coalesce(poll_owner, '<null>') from feeds where id = {}", feed_a)) == "<null>");
   CHECK(claim("D", 10, 10s).size() == 1);  // A's webhook is claimable again at once
+}
+
+TEST_CASE_FIXTURE(sched_fixture, "leases run on the database's clock: an instance whose clock is ahead takes no live lease") {
+  auto c = make_connection();
+  auto h = make_webhook(c, "created");
+  make_all_due();
+  REQUIRE(claim("A", 10, 60s).size() == 1);
+  auto feed = feed_of(h);
+  REQUIRE(test::await(feeds.lease_feed(feed, "A/" + h.id, clk.now(), 60s)).first == feed_lease::acquired);
+  // B's clock runs an hour ahead (clk.advance alone: the database's clock does not move).
+  clk.advance(1h);
+  CHECK(claim("B", 10, 60s).empty());
+  CHECK(test::await(feeds.lease_feed(feed, "B/" + h.id, clk.now() - 1h, 60s)).first == feed_lease::busy);
+  CHECK(text(fmt::format("select lease_owner from webhooks where id = '{}'", h.id)) == "A");
+  CHECK(text(fmt::format("select poll_owner from feeds where id = {}", feed)) == "A/" + h.id);
+  // Once the lease really lapsed (by the database's clock), it is taken over.
+  ex.run_sync([](pqxx::connection& cn) { test::age_leases(cn, 61s); });
+  CHECK(claim("B", 10, 60s).size() == 1);
 }
 
 // ---- runs ----
@@ -598,7 +629,7 @@ TEST_CASE_FIXTURE(sched_fixture, "the webhook keeps its 10 most recent runs, new
     }
     started.push_back(format_iso8601(run.started_at));
     test::await(feeds.finish_run(got[0], "me", run, got[0].scheduled_for + 1min, got[0].scheduled_for + 1min));
-    clk.advance(61s);
+    advance(61s);
   }
   auto w = test::await(store.get_webhook(ws.id, h.id));
   REQUIRE(w);
@@ -654,7 +685,7 @@ TEST_CASE_FIXTURE(sched_fixture, "lease_feed: acquired, busy while another run p
   // The holder may take it again.
   CHECK(test::await(feeds.lease_feed(feed, "i1/w1", clk.now() - 30s, 60s)).first == feed_lease::acquired);
 
-  clk.advance(2s);
+  advance(2s);
   changes::poll_outcome o;
   o.complete = true;
   o.full = true;
@@ -664,7 +695,7 @@ TEST_CASE_FIXTURE(sched_fixture, "lease_feed: acquired, busy while another run p
   CHECK(text(fmt::format("select coalesce(poll_owner, '<null>') from feeds where id = {}", feed)) == "<null>");
   CHECK(millis(fmt::format("(select last_polled_at from feeds where id = {})", feed)) == to_unix_millis(polled_at));
   const auto started_at = polled_at - 2s;  // the last lease_feed that acquired it
-  clk.advance(1s);
+  advance(1s);
   // A finished poll that started at or after fresh_since: share that poll.
   CHECK(test::await(feeds.lease_feed(feed, "i2/w2", started_at, 60s)).first == feed_lease::fresh);
   CHECK(test::await(feeds.lease_feed(feed, "i2/w2", started_at - 10s, 60s)).first == feed_lease::fresh);
@@ -680,9 +711,9 @@ TEST_CASE_FIXTURE(sched_fixture, "lease_feed: a dead run's poll lease lapses and
   auto c = make_connection();
   auto feed = feed_of(make_webhook(c, "created"));
   REQUIRE(test::await(feeds.lease_feed(feed, "dead/w", clk.now(), 5s)).first == feed_lease::acquired);
-  clk.advance(4s);
+  advance(4s);
   CHECK(test::await(feeds.lease_feed(feed, "live/w", clk.now(), 5s)).first == feed_lease::busy);
-  clk.advance(2s);
+  advance(2s);
   CHECK(test::await(feeds.lease_feed(feed, "live/w", clk.now(), 5s)).first == feed_lease::acquired);
   CHECK(text(fmt::format("select poll_owner from feeds where id = {}", feed)) == "live/w");
 }
@@ -725,7 +756,7 @@ TEST_CASE_FIXTURE(sched_fixture, "finish_poll records the poll: counters, baseli
   CHECK(state.second.high_water == from_unix_millis(1'700'000'000'000));
   CHECK(state.second.record_count == 7);
   // The high water mark never goes back.
-  clk.advance(1s);
+  advance(1s);
   o.high_water = from_unix_millis(1'600'000'000'000);
   o.pending_deletes.clear();
   test::await(feeds.finish_poll(feed, o));
@@ -755,7 +786,7 @@ TEST_CASE_FIXTURE(sched_fixture, "an incomplete poll keeps the baseline pending 
   ok.complete = true;
   ok.full = true;
   ok.baseline_done = true;
-  clk.advance(1s);
+  advance(1s);
   test::await(feeds.finish_poll(feed, ok));
   CHECK(test::await(store.get_webhook(ws.id, a.id))->is_healthy);
   CHECK(test::await(store.get_webhook(ws.id, b.id))->is_healthy);
@@ -780,7 +811,7 @@ TEST_CASE_FIXTURE(sched_fixture, "a source that reads again does not make a webh
   ok.complete = true;
   ok.full = true;
   ok.baseline_done = true;
-  clk.advance(1s);
+  advance(1s);
   test::await(feeds.finish_poll(feed, ok));
   CHECK(test::await(store.get_webhook(ws.id, fine.id))->is_healthy);
   CHECK_FALSE(test::await(store.get_webhook(ws.id, failing_receiver.id))->is_healthy);
@@ -832,7 +863,7 @@ TEST_CASE_FIXTURE(sched_fixture, "prune_log measures the retention with the stor
   exec(fmt::format("update webhooks set cursor_seq = 2 where id = '{}'", h.id));
   CHECK(test::await(feeds.prune_log(1h)) == 0);
   CHECK(scalar("select count(*) from change_log") == 2);
-  clk.advance(2h);
+  advance(2h);
   CHECK(test::await(feeds.prune_log(1h)) == 2);
 }
 
@@ -847,7 +878,7 @@ TEST_CASE_FIXTURE(sched_fixture, "trigger makes the webhook due now and notifies
     void operator()(const std::string& payload, int) override { payloads.push_back(payload); }
     std::vector<std::string> payloads;
   } rx(listener);
-  clk.advance(5s);
+  advance(5s);
   CHECK(test::await(store.trigger_webhook(ws.id, h.id)));
   for (int i = 0; i < 50 && rx.payloads.empty(); ++i) listener.await_notification(0, 100'000);
   REQUIRE(rx.payloads.size() == 1);
@@ -861,4 +892,189 @@ TEST_CASE_FIXTURE(sched_fixture, "trigger makes the webhook due now and notifies
   // Another workspace's key cannot trigger it.
   auto other = store.create_workspace("two", "key-two", "secret-two");
   CHECK_FALSE(test::await(store.trigger_webhook(other.id, h.id)));
+}
+
+// ---- batched bookkeeping and fencing ----
+
+TEST_CASE_FIXTURE(sched_fixture, "lease_feeds_batch leases many feeds in one job; a feed asked for twice goes to one run") {
+  auto c = make_connection();
+  auto f1 = feed_of(make_webhook(c, "created", "crm_contact"));
+  auto f2 = feed_of(make_webhook(c, "created", "crm_company"));
+  auto f3 = feed_of(make_webhook(c, "created", "crm_deal"));
+  REQUIRE(test::await(feeds.lease_feed(f3, "other/x", clk.now(), 60s)).first == feed_lease::acquired);
+  auto got = ex.run_sync([&](pqxx::connection& cn) {
+    return feeds.lease_feeds_batch(cn, {{f1, "i/a", clk.now()}, {f2, "i/b", clk.now()}, {f1, "i/c", clk.now()},
+                                        {f3, "i/d", clk.now()}, {999999, "i/e", clk.now()}}, 60s);
+  });
+  REQUIRE(got.size() == 5);
+  CHECK(got[1].lease == feed_lease::acquired);
+  CHECK(got[1].state.id == f2);
+  CHECK(got[1].state.object_type == "crm_company");
+  // One of the two runs on f1 won it; the other sees it busy (and will share its poll).
+  CHECK(((got[0].lease == feed_lease::acquired) != (got[2].lease == feed_lease::acquired)));
+  CHECK(((got[0].lease == feed_lease::busy) || (got[2].lease == feed_lease::busy)));
+  auto winner = got[0].lease == feed_lease::acquired ? "i/a" : "i/c";
+  CHECK(text(fmt::format("select poll_owner from feeds where id = {}", f1)) == winner);
+  CHECK(got[3].lease == feed_lease::busy);  // leased by another run
+  CHECK(text(fmt::format("select poll_owner from feeds where id = {}", f3)) == "other/x");
+  CHECK(got[4].lease == feed_lease::fresh);  // no such feed: nothing to poll, and an error
+  CHECK(got[4].state.last_error == "the feed no longer exists");
+}
+
+TEST_CASE_FIXTURE(sched_fixture, "finish_batch records many feed groups in one transaction; a request that cannot be written fails alone") {
+  auto c = make_connection();
+  std::vector<webhook> hooks;
+  for (const char* type : {"crm_contact", "crm_company", "crm_deal"}) hooks.push_back(make_webhook(c, "created", type));
+  make_all_due();
+  auto claimed = claim("me");
+  REQUIRE(claimed.size() == 3);
+  std::vector<storage::feed_store::finish_request> requests;
+  for (auto& w : claimed) {
+    REQUIRE(test::await(feeds.lease_feed(w.feed_id, "me/" + w.id, clk.now(), 60s)).first == feed_lease::acquired);
+    storage::feed_store::finish_request r;
+    r.owner = "me";
+    changes::poll_outcome o;
+    o.complete = true;
+    o.full = true;
+    o.baseline_done = true;
+    r.poll = storage::feed_store::finished_poll{w.feed_id, "me/" + w.id, o};
+    r.runs.push_back({w, ok_run(clk.now()), clk.now() + 1h, clk.now() + 1h});
+    requests.push_back(r);
+  }
+  // Invalid UTF-8 in one run's error: PostgreSQL refuses that row.
+  requests[1].runs[0].run.error = "bad \xff byte";
+  auto errors = ex.run_sync([&](pqxx::connection& cn) { return feeds.finish_batch(cn, requests); });
+  REQUIRE(errors.size() == 3);
+  CHECK(errors[0].empty());
+  CHECK_FALSE(errors[1].empty());
+  CHECK(errors[2].empty());
+  CHECK(scalar("select count(*) from webhook_runs") == 2);
+  CHECK(scalar(fmt::format("select count(*) from webhook_runs where webhook_id = '{}'", claimed[1].id)) == 0);
+  CHECK(scalar("select count(*) from feeds where polls = 1") == 2);
+  CHECK(scalar(fmt::format("select polls from feeds where id = {}", claimed[1].feed_id)) == 0);
+  CHECK(scalar("select count(*) from webhooks where lease_owner is null") == 2);
+  CHECK(text(fmt::format("select lease_owner from webhooks where id = '{}'", claimed[1].id)) == "me");
+  CHECK(scalar(fmt::format("select jsonb_array_length(runs) from webhooks where id = '{}'", claimed[0].id)) == 1);
+}
+
+TEST_CASE_FIXTURE(sched_fixture, "fencing: a poll whose lease lapsed writes no page and records nothing; the new holder is untouched") {
+  auto c = make_connection();
+  auto h = make_webhook(c, "created");
+  auto feed = feed_of(h);
+  baseline(feed, 2);
+  REQUIRE(test::await(feeds.lease_feed(feed, "late/w", clk.now(), 10s)).first == feed_lease::acquired);
+  advance(11s);  // the late run stalled past its lease
+  auto page = [&](const std::string& owner) {
+    return ex.run_sync([&](pqxx::connection& cn) {
+      storage::feed_store::apply_request r{feed, {created("r9", rec("r9", 1))}, false, owner};
+      return feeds.apply_changes_batch(cn, {r});
+    });
+  };
+  auto finish = [&](const std::string& owner) {
+    return ex.run_sync([&](pqxx::connection& cn) {
+      storage::feed_store::finish_request r;
+      changes::poll_outcome o;
+      o.complete = true;
+      o.full = true;
+      o.baseline_done = true;
+      o.pending_deletes = {"r0"};
+      r.poll = storage::feed_store::finished_poll{feed, owner, o};
+      return feeds.finish_batch(cn, {r});
+    });
+  };
+  SUBCASE("lapsed, nobody took it over") {
+    CHECK_FALSE(page("late/w")[0].empty());
+    CHECK_FALSE(finish("late/w")[0].empty());
+  }
+  SUBCASE("lapsed and taken over by another run") {
+    REQUIRE(test::await(feeds.lease_feed(feed, "new/w", clk.now() - 1h, 10s)).first == feed_lease::acquired);
+    CHECK_FALSE(page("late/w")[0].empty());
+    CHECK_FALSE(finish("late/w")[0].empty());
+    CHECK(text(fmt::format("select poll_owner from feeds where id = {}", feed)) == "new/w");
+    // The holder writes.
+    CHECK(page("new/w")[0].empty());
+    CHECK(scalar("select count(*) from change_log") == 1);
+    CHECK(finish("new/w")[0].empty());
+    CHECK(scalar(fmt::format("select polls from feeds where id = {}", feed)) == 1);
+    return;
+  }
+  CHECK(scalar("select count(*) from change_log") == 0);
+  CHECK(scalar(fmt::format("select count(*) from feed_records where feed_id = {}", feed)) == 2);
+  CHECK(scalar(fmt::format("select polls from feeds where id = {}", feed)) == 0);
+  CHECK(text(fmt::format("select pending_deletes::text from feeds where id = {}", feed)) == "[]");
+}
+
+// ---- bounded storage ----
+
+TEST_CASE_FIXTURE(sched_fixture, "prune_history keeps runs and attempts by age and the newest N per webhook, in batches") {
+  auto c = make_connection();
+  auto a = make_webhook(c, "created");
+  auto b = make_webhook(c, "updated");
+  auto at = [&](std::chrono::seconds ago) { return to_unix_millis(clk.now() - ago); };
+  auto add = [&](const webhook& h, int n, std::chrono::seconds first_ago, std::chrono::seconds step) {
+    // Oldest first, as the scheduler inserts them (ids follow time).
+    exec(fmt::format(
+        "insert into webhook_runs(webhook_id, owner, scheduled_for, started_at, finished_at, status, polled, full_scan) "
+        "select '{0}', 'me', t, t, t, 'ok', true, false from (select to_timestamp(({1} + g * {2})::double precision "
+        "/ 1000) as t from generate_series(0, {3}) g) s",
+        h.id, at(first_ago), std::chrono::milliseconds(step).count(), n - 1));
+    exec(fmt::format(
+        "insert into delivery_attempts(delivery_id, webhook_id, attempt, at, status, latency_ms) "
+        "select 'd', '{0}', 1, t, 200, 1 from (select to_timestamp(({1} + g * {2})::double precision / 1000) as t "
+        "from generate_series(0, {3}) g) s",
+        h.id, at(first_ago), std::chrono::milliseconds(step).count(), n - 1));
+  };
+  add(b, 6000, 100h, 1s);  // more than one batch, all older than the retention
+  add(a, 30, 1h, 1s);      // recent: only the cap applies
+  add(b, 5, 1h, 1s);
+  auto deleted = test::await(feeds.prune_history(24h, 10));
+  CHECK(deleted == 2 * (6000 + 20));
+  for (const char* table : {"webhook_runs", "delivery_attempts"}) {
+    CAPTURE(table);
+    CHECK(scalar(fmt::format("select count(*) from {} where webhook_id = '{}'", table, a.id)) == 10);
+    CHECK(scalar(fmt::format("select count(*) from {} where webhook_id = '{}'", table, b.id)) == 5);
+  }
+  // The newest are the ones kept.
+  CHECK(millis(fmt::format("(select min(started_at) from webhook_runs where webhook_id = '{}')", a.id)) ==
+        at(1h) + 20'000);
+  CHECK(test::await(feeds.prune_history(24h, 10)) == 0);
+}
+
+TEST_CASE_FIXTURE(sched_fixture, "an unused feed is removed with its snapshot and log after the grace period; a used one never") {
+  auto c = make_connection();
+  auto gone = make_webhook(c, "created");
+  auto kept = make_webhook(c, "created", "crm_company");
+  auto feed = feed_of(gone);
+  baseline(feed, 3);
+  test::await(feeds.apply_changes(feed, {updated("r1", rec("r1", 1))}, false));
+  REQUIRE(test::await(store.delete_webhook(ws.id, gone.id)));
+  CHECK(test::await(feeds.prune_feeds(1h)) == 0);  // marked now, removed later
+  CHECK(scalar(fmt::format("select count(*) from feeds where id = {} and orphaned_at is not null", feed)) == 1);
+  advance(30min);
+  CHECK(test::await(feeds.prune_feeds(1h)) == 0);
+  advance(31min);
+  CHECK(test::await(feeds.prune_feeds(1h)) == 1);
+  CHECK(scalar(fmt::format("select count(*) from feeds where id = {}", feed)) == 0);
+  CHECK(scalar(fmt::format("select count(*) from feed_records where feed_id = {}", feed)) == 0);
+  CHECK(scalar(fmt::format("select count(*) from change_log where feed_id = {}", feed)) == 0);
+  CHECK(scalar(fmt::format("select count(*) from feeds where id = {}", feed_of(kept))) == 1);
+}
+
+TEST_CASE_FIXTURE(sched_fixture, "a new webhook on a dormant feed starts from a fresh baseline, not its stale snapshot") {
+  auto c = make_connection();
+  auto old = make_webhook(c, "created");
+  auto feed = feed_of(old);
+  baseline(feed, 3);
+  changes::poll_outcome o;
+  o.complete = o.full = o.baseline_done = true;
+  test::await(feeds.finish_poll(feed, o));
+  REQUIRE(test::await(store.delete_webhook(ws.id, old.id)));
+  auto fresh = make_webhook(c, "updated");
+  auto now_feed = feed_of(fresh);
+  CHECK(now_feed != feed);
+  CHECK(scalar(fmt::format("select count(*) from feeds where id = {}", feed)) == 0);
+  CHECK(scalar(fmt::format("select count(*) from feed_records where feed_id = {}", feed)) == 0);
+  CHECK(scalar(fmt::format("select baseline_done::int from feeds where id = {}", now_feed)) == 0);
+  // A feed in use is shared as before.
+  CHECK(feed_of(make_webhook(c, "deleted")) == now_feed);
 }

@@ -103,6 +103,9 @@ TEST_CASE("config: defaults apply when no source sets a key") {
   CHECK(c.db_delivery_pool_size == 3);
   CHECK(c.delivery_lanes == 512);
   CHECK(c.delivery_prepare_ahead == 32);
+  CHECK(c.history_retention_hours == 168);
+  CHECK(c.history_per_webhook == 100);
+  CHECK(c.feed_grace_hours == 24);
   CHECK(c.max_body_bytes == 1024 * 1024);
   CHECK(c.retry_schedule == hookd::default_retry_schedule());
   if (geteuid() == 0)
@@ -259,6 +262,10 @@ TEST_CASE("config: numbers out of range are errors") {
   CHECK(contains(error_of_env("HOOKD_DB_DELIVERY_POOL_SIZE", "1"), "'db_delivery_pool_size'"));
   CHECK(contains(error_of_env("HOOKD_DELIVERY_LANES", "0"), "'delivery_lanes'"));
   CHECK(contains(error_of_env("HOOKD_DELIVERY_PREPARE_AHEAD", "1001"), "'delivery_prepare_ahead'"));
+  // The webhook's `runs` shows ten: fewer kept would make it lie.
+  CHECK(contains(error_of_env("HOOKD_HISTORY_PER_WEBHOOK", "9"), "'history_per_webhook'"));
+  CHECK(contains(error_of_env("HOOKD_HISTORY_RETENTION_HOURS", "0"), "'history_retention_hours'"));
+  CHECK(contains(error_of_env("HOOKD_FEED_GRACE_HOURS", "-1"), "'feed_grace_hours'"));
   CHECK(contains(error_of_env("HOOKD_DB_CONNECT_TIMEOUT_SECONDS", "0"), "must be an integer >= 1"));
   CHECK(contains(error_of_env("HOOKD_DB_STATEMENT_TIMEOUT_MS", "-5"), "'db_statement_timeout_ms'"));
   CHECK(contains(error_of_env("HOOKD_REQUEST_TIMEOUT_SECONDS", "0"), "'request_timeout_seconds'"));
