@@ -1,23 +1,23 @@
-// The benchmark driver, started by bench/run once PostgreSQL and nginx are up (it reads their
-// addresses from BENCH_* variables). For each trial it runs, one after the other on the same
-// machine: the wrk ceiling, graphile-worker tuned (unordered), graphile-worker ordered (one
-// queue per webhook) and hookd; then prints one markdown table and, unless --smoke, writes it
-// with the machine's description to bench/results/.
-import { execFileSync, spawn } from 'node:child_process';
-import {
-  closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, renameSync,
-  rmSync, symlinkSync, writeFileSync,
-} from 'node:fs';
-import os from 'node:os';
+// The delivery scenario's driver, started by bench/run once PostgreSQL and nginx are up (it
+// reads their addresses from BENCH_* variables). For each trial it runs, one after the other on
+// the same machine: the wrk ceiling, graphile-worker tuned (unordered), graphile-worker ordered
+// (one queue per webhook) and hookd; then prints one markdown table and, unless --smoke, writes
+// it with the machine's description to bench/results/.
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { randomBytes } from 'node:crypto';
 import pg from 'pg';
+import { HOOKD_BIN, parallel, spawnHookd, waitFor } from './lib/hookd.mjs';
+import { checkpoint, createDb, dbUrl, dropDb } from './lib/postgres.mjs';
+import { peakRssMB, postgresCpu, processCpu } from './lib/procfs.mjs';
+import { exited, lineReader, runToEnd, stopChild, track } from './lib/processes.mjs';
+import { analyzeLog, followLog, rotateLog } from './lib/receiver.mjs';
+import { fmt, machine, median, ms, nginxVersion, postgresVersion, sh, writeResults } from './lib/report.mjs';
 import { contact, newSecret, signedDelivery, signingKey, webhookObject } from './lib/workload.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const REPO = path.resolve(here, '..');
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // ---- options and sizes --------------------------------------------------------------------------
@@ -90,147 +90,7 @@ for (const k of ['BENCH_WORK', 'BENCH_PG_URL', 'BENCH_PG_PIDFILE', 'BENCH_NGINX_
 const WORK = env.BENCH_WORK;
 const RECEIVER = env.BENCH_RECEIVER;
 const SOURCE = env.BENCH_SOURCE;
-const HOOKD_BIN = path.resolve(REPO, env.HOOKD_BIN || 'build/hookd');
-
-const children = new Set();
-function track(child) {
-  children.add(child);
-  child.once('exit', () => children.delete(child));
-  return child;
-}
-for (const sig of ['SIGINT', 'SIGTERM']) {
-  process.on(sig, () => {
-    for (const c of children) c.kill('SIGKILL');
-    process.exit(sig === 'SIGINT' ? 130 : 143);
-  });
-}
 const log = (msg) => process.stderr.write(`bench: ${msg}\n`);
-
-// ---- /proc: CPU seconds and peak RSS --------------------------------------------------------------
-const TICK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim());
-
-function procStat(pid) {
-  try {
-    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = s.slice(s.lastIndexOf(')') + 2).split(' '); // f[0] is field 3 (state)
-    return { ppid: Number(f[1]), own: (Number(f[11]) + Number(f[12])) / TICK, reaped: (Number(f[13]) + Number(f[14])) / TICK };
-  } catch {
-    return null;
-  }
-}
-
-/** CPU seconds of one process (all its threads, and its waited-for children). */
-function processCpu(pid) {
-  const s = procStat(pid);
-  if (!s) throw new Error(`process ${pid} is gone`);
-  return s.own + s.reaped;
-}
-
-/** CPU seconds of the whole PostgreSQL server: the postmaster, its live children (backends,
- *  WAL writer, checkpointer, autovacuum...) and, through the postmaster's cutime/cstime, the
- *  children that have exited (a client's backend ends when it disconnects). */
-function postgresCpu() {
-  const pm = Number(readFileSync(env.BENCH_PG_PIDFILE, 'utf8').split('\n')[0]);
-  const m = procStat(pm);
-  let total = m.own + m.reaped;
-  for (const e of readdirSync('/proc')) {
-    if (!/^\d+$/.test(e)) continue;
-    const s = procStat(e);
-    if (s && s.ppid === pm) total += s.own;
-  }
-  return total;
-}
-
-function peakRssMB(pid) {
-  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) / 1024 : NaN;
-}
-
-// ---- PostgreSQL ---------------------------------------------------------------------------------------
-function dbUrl(name) {
-  const u = new URL(env.BENCH_PG_URL);
-  u.pathname = `/${name}`;
-  return u.toString();
-}
-async function admin(sql) {
-  const c = new pg.Client({ connectionString: env.BENCH_PG_URL });
-  await c.connect();
-  try {
-    return await c.query(sql);
-  } finally {
-    await c.end();
-  }
-}
-const createDb = (name) => admin(`create database ${name}`);
-const dropDb = (name) => admin(`drop database if exists ${name} with (force)`);
-// Before each measured window, so that no system pays for the previous one's dirty pages.
-const checkpoint = () => admin('checkpoint');
-
-// ---- the receiver's access log ----------------------------------------------------------------------------
-// One line per request: "$msec $request_method $uri $status $content_length". Each system posts
-// under its own path prefix (/wrk/t1, /gw-tuned/t1/w17, /hookd/t1/w17, ...). The log is rotated
-// (renamed, then nginx reopens it on SIGUSR1) around every measured window, so each window's
-// lines end up in a file of their own.
-const LIVE_LOG = env.BENCH_RECEIVER_LOG;
-let rotations = 0;
-
-async function rotateLog(name) {
-  const archived = path.join(WORK, 'nginx', `${String(++rotations).padStart(2, '0')}-${name}.log`);
-  renameSync(LIVE_LOG, archived);
-  process.kill(Number(readFileSync(env.BENCH_NGINX_PIDFILE, 'utf8').trim()), 'SIGUSR1');
-  for (let i = 0; !existsSync(LIVE_LOG); i++) {
-    if (i > 500) throw new Error('nginx did not reopen its access log');
-    await sleep(10);
-  }
-  await sleep(300); // the workers flush their buffers into the old file as they reopen
-  return archived;
-}
-
-function parseLine(line) {
-  const [msec, method, uri, status, length] = line.split(' ');
-  return { t: Number(msec) * 1000, method, uri, status: Number(status), length: Number(length) || 0 };
-}
-
-/** The requests under `prefix` in a log file: count, per webhook, first/last times, statuses. */
-function analyzeLog(file, prefix) {
-  const r = { count: 0, non2xx: 0, first: Infinity, last: -Infinity, bytes: 0, perWebhook: new Map() };
-  for (const line of readFileSync(file, 'utf8').split('\n')) {
-    if (!line) continue;
-    const e = parseLine(line);
-    if (!e.uri.startsWith(`${prefix}/`)) continue;
-    r.count++;
-    if (e.status < 200 || e.status > 299) r.non2xx++;
-    r.first = Math.min(r.first, e.t);
-    r.last = Math.max(r.last, e.t);
-    r.bytes += e.length;
-    const w = e.uri.slice(prefix.length + 1);
-    r.perWebhook.set(w, (r.perWebhook.get(w) || 0) + 1);
-  }
-  return r;
-}
-
-/** Follows the live log: count() returns how many requests under `prefix` it has seen so far. */
-function followLog(prefix) {
-  const fd = openSync(LIVE_LOG, 'r');
-  let offset = 0;
-  let rest = '';
-  let count = 0;
-  const buf = Buffer.alloc(1 << 20);
-  return {
-    count() {
-      for (;;) {
-        const n = readSync(fd, buf, 0, buf.length, offset);
-        if (n <= 0) break;
-        offset += n;
-        const lines = (rest + buf.toString('utf8', 0, n)).split('\n');
-        rest = lines.pop();
-        for (const l of lines) if (l.includes(` ${prefix}/`)) count++;
-      }
-      return count;
-    },
-    close: () => closeSync(fd),
-  };
-}
 
 // ---- the source ------------------------------------------------------------------------------------------
 // nginx serves source/current/f<w>/<page>.json (see bench/run); "current" points at v1 or v2.
@@ -257,77 +117,7 @@ function switchSource(v) {
   renameSync(tmp, path.join(WORK, 'source', 'current'));
 }
 
-// ---- child processes -----------------------------------------------------------------------------------
-function lineReader(stream) {
-  let buf = '';
-  const waiting = [];
-  const lines = [];
-  stream.setEncoding('utf8');
-  stream.on('data', (d) => {
-    buf += d;
-    let i;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      lines.push(buf.slice(0, i));
-      buf = buf.slice(i + 1);
-    }
-    for (const w of [...waiting]) w();
-  });
-  /** Resolves with the first line (from the start) that matches. */
-  return (re, timeoutMs, what) =>
-    new Promise((resolve, reject) => {
-      let seen = 0;
-      const check = () => {
-        for (; seen < lines.length; seen++) {
-          const m = re.exec(lines[seen]);
-          if (m) {
-            clearTimeout(timer);
-            waiting.splice(waiting.indexOf(check), 1);
-            resolve(m);
-            return;
-          }
-        }
-      };
-      const timer = setTimeout(() => {
-        waiting.splice(waiting.indexOf(check), 1);
-        reject(new Error(`timed out waiting for ${what}`));
-      }, timeoutMs);
-      waiting.push(check);
-      check();
-    });
-}
-
-function exited(child) {
-  return child.exitCode !== null || child.signalCode !== null
-    ? Promise.resolve({ code: child.exitCode, signal: child.signalCode })
-    : new Promise((r) => child.once('exit', (code, signal) => r({ code, signal })));
-}
-
-async function stopChild(child, signal, graceMs) {
-  if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-  const r = await Promise.race([exited(child), sleep(graceMs).then(() => null)]);
-  if (r) return r;
-  child.kill('SIGKILL');
-  return exited(child);
-}
-
-function runToEnd(cmd, args, options) {
-  return new Promise((resolve, reject) => {
-    const child = track(spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...options }));
-    let out = '';
-    child.stdout.on('data', (d) => (out += d));
-    child.stderr.on('data', (d) => (out += d));
-    child.on('error', reject);
-    child.on('exit', (code, signal) =>
-      code === 0 ? resolve(out) : reject(new Error(`${cmd} ${args.join(' ')} failed (${code ?? signal}):\n${out}`)));
-  });
-}
-
 const SECRET = signingKey(newSecret());
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
-
 // ---- 1. the wrk ceiling -------------------------------------------------------------------------------
 // The receiver's own ceiling for the same POST: one wrk thread, 64 keep-alive connections.
 async function runWrk(trial) {
@@ -385,10 +175,10 @@ async function runGraphile(trial, system) {
   let result = { system, trial, deliveries: GW_JOBS, problems };
   try {
     await waitLine(/^READY$/, 60_000, 'graphile-worker to load');
-    const cpu0 = { proc: processCpu(child.pid), pg: postgresCpu() };
+    const cpu0 = { proc: processCpu(child.pid), pg: postgresCpu(env.BENCH_PG_PIDFILE) };
     child.stdin.write('go\n');
     const m = await waitLine(/^DONE (.*)$/, SMOKE ? 120_000 : 1_800_000, `graphile-worker to finish ${GW_JOBS} jobs`);
-    const cpu1 = { proc: processCpu(child.pid), pg: postgresCpu() };
+    const cpu1 = { proc: processCpu(child.pid), pg: postgresCpu(env.BENCH_PG_PIDFILE) };
     const done = JSON.parse(m[1]);
     const per1000 = GW_JOBS / 1000;
     Object.assign(result, {
@@ -416,82 +206,20 @@ async function runGraphile(trial, system) {
 }
 
 // ---- 3. hookd -----------------------------------------------------------------------------------------
-function hookdEnv(db, dataDir, apiKey) {
-  // hookd refuses unknown HOOKD_* variables: pass only its own.
-  const e = Object.fromEntries(Object.entries(env).filter(([k]) => !k.startsWith('HOOKD_') && !k.startsWith('BENCH_')));
-  Object.assign(e, {
-    HOOKD_DATABASE_URL: dbUrl(db),
-    HOOKD_LISTEN: '127.0.0.1:0',
-    HOOKD_DATA_DIR: dataDir,
-    HOOKD_API_KEY: apiKey,
-    HOOKD_WORKSPACE_SECRET: SECRET.text,
-    HOOKD_ENCRYPTION_KEY: randomBytes(32).toString('base64'),
-    HOOKD_ALLOW_PRIVATE_DESTINATIONS: 'true',
-    HOOKD_MIN_INTERVAL_SECONDS: '1',
-  });
-  // The definitions are found beside build/; a binary elsewhere is pointed at the repo's.
-  if (path.dirname(HOOKD_BIN) !== path.join(REPO, 'build')) e.HOOKD_INTEGRATIONS_DIR = path.join(REPO, 'integrations');
-  return e;
-}
-
-async function parallel(items, limit, fn) {
-  const out = new Array(items.length);
-  let next = 0;
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i], i);
-    }
-  }));
-  return out;
-}
-
-async function waitFor(what, timeoutMs, intervalMs, fn) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
-    await sleep(intervalMs);
-  }
-}
-
 async function runHookd(trial) {
   const db = `bench_hookd_t${trial}`;
   const prefix = `/hookd/t${trial}`;
   const dataDir = path.join(WORK, `hookd-t${trial}`);
   const logFile = path.join(WORK, `hookd-t${trial}.log`);
-  const apiKey = `key_${randomBytes(18).toString('hex')}`;
   const problems = [];
   const result = { system: 'hookd', trial, deliveries: HOOKD_POSTS, problems };
   await dropDb(db);
   await createDb(db);
   mkdirSync(dataDir, { recursive: true });
-  const logFd = openSync(logFile, 'w');
-  const child = track(spawn(HOOKD_BIN, ['serve'], { env: hookdEnv(db, dataDir, apiKey), stdio: ['ignore', 'pipe', logFd] }));
-  closeSync(logFd);
-  const waitLine = lineReader(child.stdout);
+  const { child, logTail, listening } = spawnHookd({ db, dataDir, logFile, secretText: SECRET.text });
   const q = new pg.Client({ connectionString: dbUrl(db) });
-  const logTail = () => {
-    const text = readFileSync(logFile, 'utf8').trimEnd().split('\n');
-    return text.slice(-30).join('\n');
-  };
   try {
-    const m = await Promise.race([
-      waitLine(/^hookd listening on (http:\/\/\S+)/, 60_000, 'hookd to listen'),
-      exited(child).then((r) => { throw new Error(`hookd exited (${r.code ?? r.signal}) before listening`); }),
-    ]);
-    const base = m[1];
-    const api = async (method, p, body) => {
-      const res = await fetch(base + p, {
-        method,
-        headers: { authorization: apiKey, 'content-type': 'application/json' },
-        body: body === undefined ? undefined : JSON.stringify(body),
-      });
-      const text = await res.text();
-      if (!res.ok) throw new Error(`${method} ${p}: ${res.status} ${text}`);
-      return text ? JSON.parse(text) : null;
-    };
+    const api = await listening();
 
     // 100 connections, each on its own feed of the source, one webhook each.
     const webhooks = await parallel([...Array(WEBHOOKS).keys()], 8, async (w) => {
@@ -526,7 +254,7 @@ async function runHookd(trial) {
     switchSource(2);
     await checkpoint();
     const follow = followLog(prefix);
-    const cpu0 = { proc: processCpu(child.pid), pg: postgresCpu() };
+    const cpu0 = { proc: processCpu(child.pid), pg: postgresCpu(env.BENCH_PG_PIDFILE) };
     const t0 = Date.now();
     await triggerAll();
     result.triggerMs = Date.now() - t0;
@@ -582,7 +310,7 @@ async function runHookd(trial) {
             where f.id is null or w.cursor_seq <> f.head_seq) as behind`)).rows[0];
       return r.outstanding === 0 && r.behind === 0;
     });
-    const cpu1 = { proc: processCpu(child.pid), pg: postgresCpu() };
+    const cpu1 = { proc: processCpu(child.pid), pg: postgresCpu(env.BENCH_PG_PIDFILE) };
     result.rssMB = peakRssMB(child.pid);
     const per1000 = HOOKD_POSTS / 1000;
     result.cpuProc = (cpu1.proc - cpu0.proc) / per1000;
@@ -617,9 +345,6 @@ const NAMES = {
   'gw-ordered': 'graphile-worker, ordered per webhook',
   hookd: 'hookd, ordered per webhook',
 };
-const fmt = (x, digits = 0) => (Number.isFinite(x) ? x.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits }) : '—');
-const ms = (x) => (Number.isFinite(x) ? `${fmt(x)} ms` : '—');
-
 function summary(results) {
   const by = (s) => results.filter((r) => r.system === s && Number.isFinite(r.rate));
   const med = (s, k) => (by(s).length ? median(by(s).map((r) => r[k])) : NaN);
@@ -667,35 +392,6 @@ function perTrial(results) {
   return rows.join('\n');
 }
 
-function sh(cmd, args) {
-  try {
-    return execFileSync(cmd, args, { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] }).toString().trim();
-  } catch {
-    return '';
-  }
-}
-
-function machine() {
-  const cpu = /model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? os.cpus()[0]?.model;
-  const head = sh('git', ['rev-parse', 'HEAD']);
-  const dirty = sh('git', ['status', '--porcelain']) ? ' (dirty)' : '';
-  const gw = JSON.parse(readFileSync(path.join(here, 'node_modules', 'graphile-worker', 'package.json'), 'utf8')).version;
-  const pgMajor = readdirSync('/usr/lib/postgresql').sort((a, b) => Number(a) - Number(b)).pop();
-  const pgVersion = sh(`/usr/lib/postgresql/${pgMajor}/bin/postgres`, ['--version']);
-  return {
-    head,
-    text: [
-      `- command: \`${env.BENCH_COMMAND || 'bench/run'}\`${env.HOOKD_BIN ? ` with HOOKD_BIN=${env.HOOKD_BIN}` : ''}`,
-      `- date: ${new Date().toISOString()}`,
-      `- machine: ${os.cpus().length} CPUs (nproc ${sh('nproc', [])}), ${cpu}, ${fmt(os.totalmem() / 2 ** 30, 1)} GiB, ${os.type()} ${os.release()}`,
-      `- load average at the end: ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`,
-      `- repository: ${head}${dirty}`,
-      `- hookd: ${HOOKD_BIN} (${sh(HOOKD_BIN, ['version']) || 'version unknown'})${opt['hookd-commit'] ? `, built from ${opt['hookd-commit']}` : ''}`,
-      `- peers: graphile-worker ${gw} on Node ${process.version}; ${sh('bash', ['-c', 'nginx -v 2>&1'])}; ${sh('bash', ['-c', 'wrk -v 2>&1 | head -n 1'])}; ${pgVersion}`,
-    ].join('\n'),
-  };
-}
-
 // ---- main ----------------------------------------------------------------------------------------------
 const started = Date.now();
 log(`${SMOKE ? 'smoke: ' : ''}${TRIALS} trial(s); hookd ${WEBHOOKS} webhooks × ${RECORDS} records → ${HOOKD_POSTS} POSTs; ` +
@@ -722,7 +418,12 @@ for (let trial = 1; trial <= TRIALS; trial++) {
 }
 
 const problems = results.flatMap((r) => r.problems.map((p) => `${r.system} trial ${r.trial}: ${p.split('\n')[0]}`));
-const m = machine();
+const gw = JSON.parse(readFileSync(path.join(here, 'node_modules', 'graphile-worker', 'package.json'), 'utf8')).version;
+const m = machine({
+  hookdBin: HOOKD_BIN,
+  hookdCommit: opt['hookd-commit'],
+  peers: `graphile-worker ${gw} on Node ${process.version}; ${nginxVersion()}; ${sh('bash', ['-c', 'wrk -v 2>&1 | head -n 1'])}; ${postgresVersion()}`,
+});
 const report = [
   `## Delivery benchmark${SMOKE ? ' (smoke)' : ''}`,
   '',
@@ -747,14 +448,8 @@ const report = [
 process.stdout.write(`\n${report}\n`);
 
 if (!SMOKE) {
-  const dir = path.join(here, 'results');
-  mkdirSync(dir, { recursive: true });
-  const date = new Date().toISOString().slice(0, 10);
   const commit = (opt['hookd-commit'] || m.head || 'unknown').slice(0, 7);
-  let file = path.join(dir, `${date}-${opt.label ? `${opt.label}-` : ''}${commit}.md`);
-  if (existsSync(file)) file = file.replace(/\.md$/, `-${new Date().toISOString().slice(11, 19).replaceAll(':', '')}.md`);
-  writeFileSync(file, `${report}`);
-  log(`wrote ${path.relative(REPO, file)}`);
+  log(`wrote ${writeResults(`${opt.label ? `${opt.label}-` : ''}${commit}`, report)}`);
 }
 log(`done in ${((Date.now() - started) / 1000).toFixed(0)} s${problems.length ? `; ${problems.length} problem(s)` : ''}`);
 process.exit(problems.length ? 1 : 0);
