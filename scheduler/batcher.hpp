@@ -4,6 +4,7 @@
 // queued meanwhile goes into the next job. Under load a job serves many requests (one
 // transaction, one commit); when idle a request runs at once. Cost grows with batches, not
 // with requests.
+#include <chrono>
 #include <cstddef>
 #include <exception>
 #include <functional>
@@ -15,6 +16,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <pqxx/pqxx>
@@ -32,8 +34,13 @@ public:
   // Called on the batcher's strand once the request's batch is done (or failed).
   using done_fn = std::function<void(std::exception_ptr, Result)>;
 
-  batcher(boost::asio::io_context& ioc, storage::executor& db, job_fn job, std::size_t max_batch)
-      : strand_(boost::asio::make_strand(ioc)), db_(db), job_(std::move(job)), max_batch_(max_batch) {}
+  // `linger`: how long a request that finds the batcher idle waits for others to join it
+  // (0: it runs at once). For writes whose latency nobody waits on, it makes batches larger
+  // when the load alone would not.
+  batcher(boost::asio::io_context& ioc, storage::executor& db, job_fn job, std::size_t max_batch,
+          std::chrono::milliseconds linger = std::chrono::milliseconds(0))
+      : strand_(boost::asio::make_strand(ioc)), linger_timer_(strand_), db_(db), job_(std::move(job)),
+        max_batch_(max_batch), linger_(linger) {}
 
   // Queues a request; `done` is called when its batch has run. Thread-safe.
   void submit(Request req, done_fn done) {
@@ -64,6 +71,20 @@ private:
   };
 
   void flush() {  // on the strand
+    if (running_ || lingering_ || queue_.empty()) return;
+    if (linger_.count() > 0 && queue_.size() < max_batch_) {
+      lingering_ = true;
+      linger_timer_.expires_after(linger_);
+      linger_timer_.async_wait([this](const boost::system::error_code&) {
+        lingering_ = false;
+        run_next();
+      });
+      return;
+    }
+    run_next();
+  }
+
+  void run_next() {  // on the strand
     if (running_ || queue_.empty()) return;
     running_ = true;
     std::vector<item> batch;
@@ -98,15 +119,18 @@ private:
     for (std::size_t i = 0; i < batch.size(); ++i)
       batch[i].done(error, error ? Result{} : std::move(results[i]));
     running_ = false;
-    flush();
+    run_next();  // what queued meanwhile goes at once: it has waited for this batch already
   }
 
   boost::asio::strand<boost::asio::io_context::executor_type> strand_;
+  boost::asio::steady_timer linger_timer_;
   storage::executor& db_;
   job_fn job_;
   std::size_t max_batch_;
+  std::chrono::milliseconds linger_;
   std::vector<item> queue_;
   bool running_ = false;
+  bool lingering_ = false;
 };
 
 }  // namespace hookd::scheduler

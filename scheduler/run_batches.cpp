@@ -5,6 +5,10 @@ namespace hookd::scheduler {
 namespace {
 // Large enough to carry a claim batch's feeds in one job; a job stays well under a second.
 constexpr std::size_t max_per_batch = 500;
+// The runs of one claim start together: their lease and connection reads wait a moment for one
+// another. Finished runs and health marks wait longer: nobody waits on them.
+constexpr std::chrono::milliseconds start_linger{2};
+constexpr std::chrono::milliseconds finish_linger{20};
 }  // namespace
 
 using storage::feed_store;
@@ -15,22 +19,22 @@ run_batches::run_batches(boost::asio::io_context& ioc, feed_store& feeds, storag
               [&feeds, lease](pqxx::connection& c, const std::vector<feed_store::lease_request>& r) {
                 return feeds.lease_feeds_batch(c, r, lease);
               },
-              max_per_batch),
+              max_per_batch, start_linger),
       connections_(ioc, store.db(),
                    [&store](pqxx::connection& c, const std::vector<std::string>& ids) {
                      return store.connections_by_id_batch(c, ids);
                    },
-                   max_per_batch),
+                   max_per_batch, start_linger),
       finishes_(ioc, feeds.db(),
                 [&feeds](pqxx::connection& c, const std::vector<feed_store::finish_request>& r) {
                   return feeds.finish_batch(c, r);
                 },
-                max_per_batch),
+                max_per_batch, finish_linger),
       healthy_(ioc, store.db(),
                [&store](pqxx::connection& c, const std::vector<std::string>& ids) {
                  return store.mark_healthy_batch(c, ids);
                },
-               max_per_batch) {}
+               max_per_batch, finish_linger) {}
 
 boost::asio::awaitable<feed_store::lease_result> run_batches::lease_feed(feed_store::lease_request r) {
   auto result = co_await leases_.call(std::move(r));

@@ -330,25 +330,30 @@ std::vector<std::string> write_polls(pqxx::work& tx, const std::vector<feed_stor
         now_sql, arr(baseline_feeds)));
   // A connection whose reads fail makes its webhooks unhealthy until a read succeeds.
   // is_healthy needs both: the source readable and the receiver accepting deliveries.
-  if (!health_conns.empty())
+  // (Among the rows just locked: by primary key, not a join over every webhook.)
+  if (!health_conns.empty()) {
+    std::vector<std::string> ids(locked.begin(), locked.end());
     tx.exec0(fmt::format(
         "update webhooks w set source_healthy = v.ok, is_healthy = v.ok and w.delivery_healthy "
         "from unnest({}::text[], {}::boolean[]) as v(conn, ok) "
-        "where w.connection_id = v.conn and w.source_healthy <> v.ok",
-        arr(health_conns), arr(health_ok)));
+        "where w.id = any({}::text[]) and w.connection_id = v.conn and w.source_healthy <> v.ok",
+        arr(health_conns), arr(health_ok), arr(ids)));
+  }
   return out;
 }
 
-// Records the runs of a batch: the run rows (COPY), and on each webhook checked_at, runs,
-// the next slot, and the lease released (only where the run's owner still holds it).
+// Records the runs of a batch: the run rows (COPY; the webhook's `runs` is read from them), and
+// on each webhook checked_at, the next slot, and the lease released (only where the run's owner
+// still holds it).
 void write_runs(pqxx::work& tx, const std::vector<feed_store::finish_request>& requests,
                 const std::unordered_set<std::string>& existing) {
-  std::vector<std::string> ids, owners, finished, next_run, next_slot, summaries;
+  std::vector<std::string> ids, owners, finished, next_run, next_slot;
   {
     pqxx::stream_to copy(tx, "webhook_runs",
                          std::vector<std::string>{"webhook_id", "feed_id", "owner", "scheduled_for",
                                                   "started_at", "finished_at", "status", "polled",
-                                                  "full_scan", "records_read", "changes", "requests", "error"});
+                                                  "full_scan", "records_read", "changes", "requests", "error",
+                                                  "summary"});
     for (const auto& r : requests)
       for (const auto& f : r.runs) {
         const auto& w = f.webhook;
@@ -357,15 +362,12 @@ void write_runs(pqxx::work& tx, const std::vector<feed_store::finish_request>& r
         copy << std::make_tuple(w.id, w.feed_id, r.owner, format_iso8601(w.scheduled_for),
                                 format_iso8601(run.started_at), format_iso8601(run.finished_at), run.status,
                                 bool_sql(run.polled), bool_sql(run.full_scan), run.records_read, run.changes,
-                                run.requests, run.error);
+                                run.requests, run.error, run_summary(run));
         ids.push_back(w.id);
         owners.push_back(r.owner);
         finished.push_back(std::to_string(to_unix_millis(run.finished_at)));
         next_run.push_back(std::to_string(to_unix_millis(f.next_run_at)));
         next_slot.push_back(std::to_string(to_unix_millis(f.next_slot_at)));
-        json::writer summary;
-        summary.value(run_summary(run));
-        summaries.push_back(summary.str());
       }
     copy.complete();
   }
@@ -377,14 +379,12 @@ void write_runs(pqxx::work& tx, const std::vector<feed_store::finish_request>& r
       // A trigger that came during the run stays due.
       "next_run_at = case when w.triggered then least(w.next_run_at, {1}) else {1} end, "
       "next_slot_at = case when w.triggered then least(w.next_slot_at, {2}) else {2} end, "
-      "lease_owner = null, lease_expires_at = null, "
-      "runs = (select coalesce(jsonb_agg(e order by o), '[]'::jsonb) from "
-      "jsonb_array_elements(jsonb_build_array(v.summary::jsonb) || w.runs) with ordinality t(e, o) where o <= 10) "
-      "from unnest({3}::text[], {4}::text[], {5}::bigint[], {6}::bigint[], {7}::bigint[], {8}::text[]) "
-      "as v(id, owner, finished, next_run, next_slot, summary) "
+      "lease_owner = null, lease_expires_at = null "
+      "from unnest({3}::text[], {4}::text[], {5}::bigint[], {6}::bigint[], {7}::bigint[]) "
+      "as v(id, owner, finished, next_run, next_slot) "
       "where w.id = v.id and w.lease_owner = v.owner",
       ts("finished"), ts("next_run"), ts("next_slot"), arr(ids), arr(owners), arr(finished), arr(next_run),
-      arr(next_slot), arr(summaries)));
+      arr(next_slot)));
 }
 
 }  // namespace

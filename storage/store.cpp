@@ -33,7 +33,11 @@ const std::string webhook_columns =
     ", integration_type, environment, event, fields, webhook_type, is_healthy, "
     "page_max_limit, filters::text, db_type, db_url_sealed, db_schema, db_name_prefix, "
     "is_paused, is_beta, " +
-    millis_of("created_at") + ", " + millis_of("updated_at") + ", runs::text";
+    millis_of("created_at") + ", " + millis_of("updated_at") +
+    // The latest ten runs, from the history (through webhook_runs_webhook).
+    ", (select coalesce(jsonb_agg(s.summary order by s.started_at desc, s.id desc), '[]'::jsonb)::text "
+    "from (select summary, started_at, id from webhook_runs r where r.webhook_id = webhooks.id "
+    "and r.summary <> '' order by r.started_at desc, r.id desc limit 10) s)";
 
 namespace {
 
@@ -462,7 +466,16 @@ awaitable<std::optional<webhook>> store::create_webhook(webhook h, bool include_
         (include_all ? "true, false" : "false, true") + ", " + timestamp_sql(tx, first_run) + ", " +
         timestamp_sql(tx, first_run) + ", " +
         timestamp_sql(tx, h.created_at) + ", " + timestamp_sql(tx, h.updated_at) + ")");
-    assign_feed(tx, h.id, h.connection_id, h.object_type, pushed);
+    auto feed = assign_feed(tx, h.id, h.connection_id, h.object_type, pushed);
+    // On the slot of the feed's other webhooks of the same interval, if any: then one poll
+    // serves them all at every slot (webhooks created a moment apart would otherwise each
+    // come due on their own).
+    tx.exec0(fmt::format(
+        "update webhooks set next_run_at = s.slot, next_slot_at = s.slot from (select min(next_slot_at) as slot "
+        "from webhooks where feed_id = {} and id <> {} and interval_minutes = {} and not is_paused "
+        "and next_slot_at >= {}) s where id = {} and s.slot is not null",
+        feed, tx.quote(h.id), tx.quote(json::format_number(h.interval)), timestamp_sql(tx, h.created_at),
+        tx.quote(h.id)));
     auto row = tx.exec1("update webhooks set " + webhook_values_sql(tx, h, sealed) +
                         ", client_filters = " + tx.quote(json::string_map(client_side(h, pushed))) +
                         // include_all: the delivery engine starts the initial sync (once the
