@@ -34,7 +34,7 @@ namespace hookd::scheduler {
 struct scheduler_options {
   std::string owner;                           // this instance's lease owner id
   int batch = 100;                             // webhooks claimed per query
-  int max_concurrent_runs = 256;
+  int max_concurrent_runs = 2048;
   std::chrono::seconds lease{60};              // a dead instance's runs are taken over after this
   std::chrono::seconds freshness{30};          // a feed polled this recently is not polled again
   std::chrono::milliseconds idle_wait{1000};   // longest sleep between claims

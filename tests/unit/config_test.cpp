@@ -103,6 +103,7 @@ TEST_CASE("config: defaults apply when no source sets a key") {
   CHECK(c.db_delivery_pool_size == 3);
   CHECK(c.delivery_lanes == 512);
   CHECK(c.delivery_prepare_ahead == 32);
+  CHECK(c.max_concurrent_runs == 2048);
   CHECK(c.history_retention_hours == 168);
   CHECK(c.history_per_webhook == 100);
   CHECK(c.feed_grace_hours == 24);
