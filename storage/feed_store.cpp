@@ -400,12 +400,21 @@ std::vector<std::string> feed_store::finish_batch(pqxx::connection& c,
     tx.commit();
     return out;
   };
-  try {
-    return write(requests);
-  } catch (const pqxx::broken_connection&) {
-    throw;
-  } catch (const std::exception& e) {
-    if (requests.size() == 1) return {e.what()};
+  // A deadlock with another transaction (PostgreSQL aborted this one to break it) is not the
+  // batch's fault: the same batch once more first.
+  for (int attempt = 0;; ++attempt) {
+    try {
+      return write(requests);
+    } catch (const pqxx::broken_connection&) {
+      throw;
+    } catch (const pqxx::transaction_rollback& e) {
+      if (attempt < 2) continue;
+      if (requests.size() == 1) return {e.what()};
+      break;
+    } catch (const std::exception& e) {
+      if (requests.size() == 1) return {e.what()};
+      break;
+    }
   }
   // Something in the batch could not be written: each request alone, so that it fails alone.
   std::vector<std::string> out(requests.size());
