@@ -319,6 +319,12 @@ awaitable<std::optional<connection>> store::update_connection(connection c) {
 awaitable<bool> store::delete_connection(std::string workspace_id, std::string id) {
   auto job = [workspace_id, id](pqxx::connection& conn) {
     pqxx::work tx(conn);
+    // Its feeds, then its webhooks, locked in id order before the cascade deletes them: the
+    // order in which the scheduler's batches lock them (else the two can deadlock).
+    tx.exec("select f.id from feeds f join connections c on c.id = f.connection_id where c.workspace_id = " +
+            tx.quote(workspace_id) + " and c.id = " + tx.quote(id) + " order by f.id for update of f");
+    tx.exec("select w.id from webhooks w join connections c on c.id = w.connection_id where c.workspace_id = " +
+            tx.quote(workspace_id) + " and c.id = " + tx.quote(id) + " order by w.id for update of w");
     // webhooks go with it (on delete cascade); their delivery lanes stop before their next POST
     tx.exec("select pg_notify('hookd_wakeup', 'changed:' || w.id) from webhooks w join connections c "
             "on c.id = w.connection_id where c.workspace_id = " + tx.quote(workspace_id) +
