@@ -81,8 +81,10 @@ awaitable<std::optional<sys_time>> delivery_store::next_due() {
 awaitable<void> delivery_store::extend_leases(std::vector<std::string> ids, std::chrono::seconds lease) {
   auto job = [this, lease, ids = std::move(ids)](pqxx::connection& c) {
     pqxx::work tx(c);
+    // In id order, as the batched writes lock webhook rows (no deadlock with them).
     tx.exec0(fmt::format("update webhooks set delivery_expires_at = now() + interval '{} seconds' "
-                         "where delivery_owner = {} and id = any({})",
+                         "where id in (select id from webhooks where delivery_owner = {} and id = any({}) "
+                         "order by id for update)",
                          lease.count(), tx.quote(owner_), ids_sql(tx, ids)));
     tx.commit();
   };

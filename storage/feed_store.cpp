@@ -582,12 +582,15 @@ awaitable<void> feed_store::extend_leases(std::string owner, std::vector<std::st
   auto job = [=](pqxx::connection& c) {
     pqxx::work tx(c);
     auto until = fmt::format("now() + interval '{} seconds'", lease.count());
-    if (!webhook_ids.empty())
-      tx.exec0(fmt::format("update webhooks set lease_expires_at = {} where lease_owner = {} and id = any({}::text[])",
-                           until, tx.quote(owner), tx.quote(text_array_literal(webhook_ids))));
+    // Feeds first, then webhooks, each in id order: as the finish batches lock them.
     if (!poll_owners.empty())
-      tx.exec0(fmt::format("update feeds set poll_expires_at = {} where poll_owner = any({}::text[])", until,
-                           tx.quote(text_array_literal(poll_owners))));
+      tx.exec0(fmt::format("update feeds set poll_expires_at = {} where id in (select id from feeds where "
+                           "poll_owner = any({}::text[]) order by id for update)",
+                           until, tx.quote(text_array_literal(poll_owners))));
+    if (!webhook_ids.empty())
+      tx.exec0(fmt::format("update webhooks set lease_expires_at = {} where id in (select id from webhooks where "
+                           "lease_owner = {} and id = any({}::text[]) order by id for update)",
+                           until, tx.quote(owner), tx.quote(text_array_literal(webhook_ids))));
     tx.commit();
   };
   co_await db_.run(std::move(job));
@@ -596,10 +599,11 @@ awaitable<void> feed_store::extend_leases(std::string owner, std::vector<std::st
 awaitable<void> feed_store::release_leases(std::string owner) {
   auto job = [owner](pqxx::connection& c) {
     pqxx::work tx(c);
-    tx.exec0("update webhooks set lease_owner = null, lease_expires_at = null where lease_owner = " +
-             tx.quote(owner));
-    tx.exec0("update feeds set poll_owner = null, poll_expires_at = null where poll_owner like " +
-             tx.quote(owner + "/%"));
+    // Feeds, then webhooks, each in id order (as every other writer locks them).
+    tx.exec0("update feeds set poll_owner = null, poll_expires_at = null where id in (select id from feeds "
+             "where poll_owner like " + tx.quote(owner + "/%") + " order by id for update)");
+    tx.exec0("update webhooks set lease_owner = null, lease_expires_at = null where id in (select id from "
+             "webhooks where lease_owner = " + tx.quote(owner) + " order by id for update)");
     tx.commit();
   };
   co_await db_.run(std::move(job));
