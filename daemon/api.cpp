@@ -6,7 +6,9 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
 
+#include "net/address_check.hpp"
 #include "net/http_client.hpp"
+#include "sources/template.hpp"
 
 #include "core/json.hpp"
 #include "core/query.hpp"
@@ -315,23 +317,13 @@ awaitable<std::optional<api_error>> api::check_webhook_target(
 // The SSRF guard at create/update (it runs again at every connect: DNS may change).
 awaitable<std::optional<api_error>> api::check_destination(const webhook& h) {
   if (h.hook_url.empty()) co_return std::nullopt;
-  auto url = net::parse_url(h.hook_url);
-  if (!url) co_return invalid_field("hook_url", "hook_url is not a valid URL");
-  boost::asio::ip::tcp::resolver resolver(co_await boost::asio::this_coro::executor);
-  // No structured binding across co_await (g++ 12).
-  auto resolved = co_await resolver.async_resolve(
-      url->host, url->port, boost::asio::as_tuple(boost::asio::use_awaitable));
-  // A host that does not resolve now cannot be judged; every connect checks again.
-  if (std::get<0>(resolved)) co_return std::nullopt;
-  for (const auto& entry : std::get<1>(resolved)) {
-    auto address = entry.endpoint().address();
-    if (auto why = options_.destinations.refusal(address))
-      co_return invalid_field(
-          "hook_url", fmt::format("hook_url resolves to {}, {}; hookd does not deliver there "
-                                  "unless allow_private_destinations allows it",
-                                  address.to_string(), *why));
-  }
-  co_return std::nullopt;
+  if (auto bad = net::url_problem(h.hook_url))
+    co_return invalid_field("hook_url", "hook_url is not a valid URL: " + *bad);
+  auto why = co_await net::url_refusal(options_.destinations, h.hook_url);
+  if (!why) co_return std::nullopt;
+  co_return invalid_field("hook_url", fmt::format("hook_url {}; hookd does not deliver there "
+                                                  "unless allow_private_destinations allows it",
+                                                  *why));
 }
 
 awaitable<net::response> api::save_webhook(context& ctx, webhook h, bool is_new,
@@ -428,6 +420,50 @@ std::optional<api_error> api::resolve_integration(connection& c) const {
   return std::nullopt;
 }
 
+namespace {
+
+struct source_url {
+  std::string field;  // as the 400 names it
+  std::string url;
+};
+
+// The URLs a poll of this connection would connect to that its auth decides, as the poller
+// reads them: auth.api_url (else a definition base URL with auth in it) and auth.token_url.
+// Fixed definition URLs are the operator's and are checked at connect only.
+std::vector<source_url> source_urls(const connection& c, const sources::integration& def) {
+  std::vector<source_url> out;
+  json::document doc;
+  std::optional<simdjson::dom::element> auth;
+  if (!json::document::parse(c.auth_json, doc) && doc.root().is_object()) auth = doc.root();
+  if (auto api_url = sources::expand_template("{auth.api_url}", auth))
+    out.push_back({"auth.api_url", api_url.value});
+  else if (def.base_url.find('{') != std::string::npos)
+    if (auto base = sources::expand_template(def.base_url, auth)) out.push_back({"auth", base.value});
+  if (auto token_url = sources::expand_template("{auth.token_url}", auth))
+    out.push_back({"auth.token_url", token_url.value});
+  return out;
+}
+
+}  // namespace
+
+// The SSRF guard for sources at create/update; the source client checks every connect too.
+awaitable<std::optional<api_error>> api::check_source(const connection& c) {
+  const auto* def = integrations_.find(c.integration_type);
+  if (!def) co_return std::nullopt;  // resolve_integration refused it already
+  auto urls = source_urls(c, *def);
+  for (const auto& u : urls) {
+    auto subject = u.field == "auth" ? fmt::format("the base URL {} (from auth)", def->base_url) : u.field;
+    if (auto bad = net::url_problem(u.url))
+      co_return invalid_field(u.field, fmt::format("{} is not a valid URL: {}", subject, *bad));
+    auto why = co_await net::url_refusal(options_.sources, u.url);
+    if (!why) continue;
+    co_return invalid_field(u.field, fmt::format("{} {}; hookd does not poll there unless "
+                                                 "allow_private_sources allows it",
+                                                 subject, *why));
+  }
+  co_return std::nullopt;
+}
+
 awaitable<net::response> api::connections(context& ctx) {
   auto method = ctx.req.method();
   if (method == http::verb::get) {
@@ -443,6 +479,7 @@ awaitable<net::response> api::connections(context& ctx) {
   connection c;
   if (auto e = apply_connection_body(ctx.body.root(), c)) co_return error_response(*e);
   if (auto e = resolve_integration(c)) co_return error_response(*e);
+  if (auto e = co_await check_source(c)) co_return error_response(*e);
   c.workspace_id = ctx.ws.id;
   auto saved = co_await store_.create_connection(std::move(c));
   co_return json_response(200, to_json(saved));
@@ -475,6 +512,7 @@ awaitable<net::response> api::connection_item(context& ctx, const std::string& i
   }
   if (auto e = apply_connection_body(ctx.body.root(), c)) co_return error_response(*e);
   if (auto e = resolve_integration(c)) co_return error_response(*e);
+  if (auto e = co_await check_source(c)) co_return error_response(*e);
   auto saved = co_await store_.update_connection(std::move(c));
   if (!saved) co_return error_response(not_found("connection", id));
   co_return json_response(200, to_json(*saved));

@@ -15,7 +15,8 @@ namespace hookd {
 struct api_options {
   webhook_limits limits;
   double default_interval_minutes = 60;
-  net::address_policy destinations;  // the SSRF guard for hook_url
+  net::address_policy destinations;  // the SSRF guard for hook_url and notification URLs
+  net::address_policy sources;       // ... for connections' api_url and token_url
 };
 
 class api {
@@ -46,6 +47,7 @@ private:
       context& ctx, const webhook& h, std::map<std::string, std::string>& pushed);
   std::optional<api_error> resolve_integration(connection& c) const;
   boost::asio::awaitable<std::optional<api_error>> check_destination(const webhook& h);
+  boost::asio::awaitable<std::optional<api_error>> check_source(const connection& c);
   boost::asio::awaitable<net::response> save_webhook(context& ctx, webhook h, bool is_new,
                                                      bool include_all);
 

@@ -103,6 +103,7 @@ void print_bootstrap(const storage::store::bootstrap_result& b) {
 }
 
 net::client_options client_options_for(const config& cfg);
+net::client_options source_client_options(const config& cfg, const net::address_policy& policy);
 
 asio::awaitable<void> drain_and_stop(asio::io_context& ioc, net::http_server& server,
                                      scheduler::scheduler& sched, scheduler::delivery_engine& engine,
@@ -209,6 +210,7 @@ int run_serve(const config& cfg) {
   options.limits.max_page_limit = cfg.max_page_limit;
   options.default_interval_minutes = std::max(60.0, options.limits.min_interval_minutes);
   options.destinations = net::address_policy(cfg.allow_private_destinations);
+  options.sources = net::address_policy(cfg.allow_private_sources);
   api rest(store, registry, options);
   net::http_server server(
       ioc, net::parse_endpoint(cfg.listen),
@@ -229,7 +231,10 @@ int run_serve(const config& cfg) {
   storage::store delivery_store(delivery_db, store.cipher(), clk);
   storage::feed_store feeds(sched_db, clk);
   scheduler::run_batches run_batches(ioc, feeds, sched_store, std::chrono::seconds(cfg.lease_seconds));
-  net::http_client source_client(ioc.get_executor(), client_options_for(cfg));
+  // Sources go through their own SSRF guard at every connect: definition base URLs, api_url,
+  // token_url and pagination links alike.
+  net::address_policy source_policy(cfg.allow_private_sources);
+  net::http_client source_client(ioc.get_executor(), source_client_options(cfg, source_policy));
   connection_health health(sched_store, &run_batches);
   sources::poller poller(source_client, health, clk);
   // Subscribers' endpoints go through the SSRF guard at every connect.
@@ -237,6 +242,9 @@ int run_serve(const config& cfg) {
   auto delivery_client_options = client_options_for(cfg);
   delivery_client_options.allow_address = [&destinations](const asio::ip::address& a) {
     return destinations.allowed(a);
+  };
+  delivery_client_options.allow_host = [&destinations](std::string_view host) {
+    return !destinations.name_refusal(host);
   };
   // Every lane may keep its connection alive, many lanes deliver to one origin.
   delivery_client_options.max_idle_per_origin = static_cast<std::size_t>(cfg.delivery_lanes);
@@ -323,6 +331,14 @@ net::client_options client_options_for(const config& cfg) {
   return o;
 }
 
+// `policy` must outlive the client.
+net::client_options source_client_options(const config& cfg, const net::address_policy& policy) {
+  auto o = client_options_for(cfg);
+  o.allow_address = [&policy](const asio::ip::address& a) { return policy.allowed(a); };
+  o.allow_host = [&policy](std::string_view host) { return !policy.name_refusal(host); };
+  return o;
+}
+
 std::optional<std::map<std::string, std::string>> parse_filters(const std::vector<std::string>& raw) {
   std::map<std::string, std::string> out;
   for (const auto& f : raw) {
@@ -387,7 +403,8 @@ int run_source_poll(const config& cfg, const source_poll_args& args) {
               << args.object_type << "\n";
     return 2;
   }
-  net::http_client client(ioc.get_executor(), client_options_for(cfg));
+  net::address_policy source_policy(cfg.allow_private_sources);
+  net::http_client client(ioc.get_executor(), source_client_options(cfg, source_policy));
   connection_health events(store);
   sources::poller poller(client, events, clk);
   sources::scan_request req{def, obj, c->id, c->auth_json, since, *filters};

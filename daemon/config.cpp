@@ -233,7 +233,7 @@ bool is_cidr(std::string_view entry) {
   return false;
 }
 
-std::string parse_private_destinations(const raw_value& v) {
+std::string parse_private_ranges(const raw_value& v) {
   const std::string expectation =
       R"(must be "true", "false" or a comma-separated list of CIDRs such as 10.0.0.0/8,fd00::/8)";
   if (v.shape == raw_value::kind::mapping) throw value_error(expectation, false);
@@ -337,7 +337,9 @@ const std::vector<key_spec>& key_specs() {
       {"max_page_limit", false,
        [](config& c, v x) { c.max_page_limit = integer_between(x, 1, 100000); }},
       {"allow_private_destinations", false,
-       [](config& c, v x) { c.allow_private_destinations = parse_private_destinations(x); }},
+       [](config& c, v x) { c.allow_private_destinations = parse_private_ranges(x); }},
+      {"allow_private_sources", false,
+       [](config& c, v x) { c.allow_private_sources = parse_private_ranges(x); }},
       {"log_format", false, [](config& c, v x) { c.log_format = one_of(x, {"text", "json"}); }},
       {"log_level", false,
        [](config& c, v x) {

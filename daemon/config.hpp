@@ -26,6 +26,7 @@ struct config {
   double min_interval_seconds = 60;
   int max_page_limit = 1000;
   std::string allow_private_destinations;     // "" (none), "true", or a comma-separated CIDR list
+  std::string allow_private_sources;          // the same for sources (api_url, token_url, links)
   std::string log_format = "text";            // text | json
   std::string log_level = "info";             // trace | debug | info | warn | error | critical | off
   std::vector<double> retry_schedule;         // seconds; default Fibonacci minutes, 20 retries

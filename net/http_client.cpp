@@ -1,10 +1,12 @@
 #include "net/http_client.hpp"
 
+#include <arpa/inet.h>
 #include <sys/socket.h>
 #include <zlib.h>
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cerrno>
 #include <climits>
 #include <mutex>
@@ -25,6 +27,8 @@
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
+#include <boost/url/parse.hpp>
+#include <boost/url/url_view.hpp>
 
 namespace hookd::net {
 
@@ -69,71 +73,133 @@ struct url_or_reason {
 
 url_or_reason refuse(std::string reason) { return {std::nullopt, std::move(reason)}; }
 
-bool is_host_char(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-         c == '.' || c == '_';
+// Characters RFC 3986 forbids after the authority that real APIs still put in their next-page
+// URLs (created[gte]=..., UTF-8 in a cursor): percent-encoded, as curl and browsers send them.
+// The authority is left alone: anything odd there is refused by the parser.
+std::string encode_loose_tail(std::string_view text) {
+  auto scheme_end = text.find("://");
+  if (scheme_end == std::string_view::npos) return std::string(text);
+  auto tail_start = text.find_first_of("/?#", scheme_end + 3);
+  if (tail_start == std::string_view::npos) return std::string(text);
+  static constexpr std::string_view allowed = "-._~!$&'()*+,;=:@/?#%";
+  std::string out(text.substr(0, tail_start));
+  for (unsigned char c : text.substr(tail_start)) {
+    bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                 allowed.find(static_cast<char>(c)) != std::string_view::npos;
+    if (plain) out.push_back(static_cast<char>(c));
+    else out += fmt::format("%{:02X}", c);
+  }
+  return out;
 }
 
-// Splits "host[:port]" or "[v6][:port]"; the port is "" when absent.
-bool split_authority(std::string_view authority, std::string& host, std::string& port) {
-  std::string_view rest;
-  if (authority.front() == '[') {
-    auto close = authority.find(']');
-    if (close == std::string_view::npos) return false;
-    host = std::string(authority.substr(1, close - 1));
-    error_code ec;
-    asio::ip::make_address_v6(host, ec);
-    if (ec) return false;
-    rest = authority.substr(close + 1);
-  } else {
-    auto colon = authority.find(':');
-    host = std::string(authority.substr(0, colon));
-    rest = colon == std::string_view::npos ? std::string_view{} : authority.substr(colon);
-    if (host.empty() || !std::all_of(host.begin(), host.end(), is_host_char)) return false;
-    host = lower(host);
+// WHATWG URL "ends in a number": a host whose last label is decimal or 0x-hex is an IPv4
+// address in one of inet_aton's spellings (2130706433, 0177.0.0.1, 0x7f.1, 127.1), which
+// getaddrinfo would also accept.
+bool ends_in_number(std::string_view host) {
+  if (host.ends_with(".")) host.remove_suffix(1);
+  auto last = host.substr(host.rfind('.') == std::string_view::npos ? 0 : host.rfind('.') + 1);
+  if (last.empty()) return false;
+  auto digits = [](std::string_view s, auto pred) { return std::all_of(s.begin(), s.end(), pred); };
+  if (digits(last, [](char c) { return c >= '0' && c <= '9'; })) return true;
+  return (last.starts_with("0x") || last.starts_with("0X")) &&
+         digits(last.substr(2), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); });
+}
+
+// The address a numeric host means, as the resolver reads it; nullopt when it is not one.
+std::optional<std::string> numeric_host(std::string host) {
+  if (host.ends_with(".")) host.pop_back();
+  in_addr a{};
+  if (::inet_aton(host.c_str(), &a) == 0) return std::nullopt;
+  return asio::ip::address_v4(ntohl(a.s_addr)).to_string();
+}
+
+// The host in its canonical form: IP literals as the address they are (IPv6 without brackets),
+// names in lower case.
+std::optional<std::string> canonical_host(const boost::urls::url_view& u, std::string& reason) {
+  using boost::urls::host_type;
+  switch (u.host_type()) {
+    case host_type::ipv4:
+      return asio::ip::address_v4(u.host_ipv4_address().to_bytes()).to_string();
+    case host_type::ipv6:
+      return asio::ip::address_v6(u.host_ipv6_address().to_bytes()).to_string();
+    case host_type::name: break;
+    case host_type::none:
+      reason = "the URL has no host";
+      return std::nullopt;
+    default:  // IPvFuture
+      reason = "the URL host is not valid";
+      return std::nullopt;
   }
-  if (rest.empty()) return true;
-  if (rest.front() != ':') return false;
-  port = std::string(rest.substr(1));
-  return true;
+  std::string_view encoded = u.encoded_host();
+  // A percent-encoded name would be decoded by nobody but us: refuse the ambiguity.
+  if (encoded.find('%') != std::string_view::npos) {
+    reason = "the URL host is percent-encoded";
+    return std::nullopt;
+  }
+  if (encoded.empty() || encoded == ".") {
+    reason = "the URL has no host";
+    return std::nullopt;
+  }
+  auto name_char = [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_';
+  };
+  if (!std::all_of(encoded.begin(), encoded.end(), name_char)) {
+    reason = "the URL host is not valid";
+    return std::nullopt;
+  }
+  if (ends_in_number(encoded)) {
+    auto address = numeric_host(std::string(encoded));
+    if (!address) reason = "the URL host ends in a number but is not a valid IPv4 address";
+    return address;
+  }
+  return lower(encoded);
 }
 
 // An empty port means the scheme's default (RFC 3986 3.2.3).
-std::optional<std::string> normalise_port(const std::string& port, bool tls) {
+std::optional<std::string> normalise_port(std::string_view port, bool tls) {
   if (port.empty()) return std::string(tls ? "443" : "80");
   if (port.size() > 5 ||
       !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; }))
     return std::nullopt;
-  int value = std::stoi(port);
+  int value = std::stoi(std::string(port));
   if (value < 1 || value > 65535) return std::nullopt;
   return std::to_string(value);
 }
 
+// Boost.URL parses (RFC 3986); hookd adds what an outbound request needs: http(s) only, no
+// credentials, a host in its canonical form, a port, the target to send.
 url_or_reason parse_url_detailed(std::string_view text) {
   for (unsigned char c : text)
     if (c <= 0x20 || c == 0x7f) return refuse("the URL contains a space or a control character");
-  auto sep = text.find("://");
-  if (sep == std::string_view::npos) return refuse("the URL is not absolute (no scheme://)");
-  auto scheme = lower(text.substr(0, sep));
-  if (scheme != "http" && scheme != "https") return refuse("the URL scheme must be http or https");
-  parsed_url url;
-  url.tls = scheme == "https";
-  auto rest = text.substr(sep + 3);
-  auto authority_end = rest.find_first_of("/?#");
-  auto authority = rest.substr(0, authority_end);
-  if (authority.empty()) return refuse("the URL has no host");
+  auto encoded = encode_loose_tail(text);
+  auto parsed = boost::urls::parse_uri(encoded);
+  if (!parsed) {
+    if (text.find("://") == std::string_view::npos) return refuse("the URL is not absolute (no scheme://)");
+    return refuse("the URL is not valid");
+  }
+  const auto& u = *parsed;
+  auto scheme = u.scheme_id();
+  if (scheme != boost::urls::scheme::http && scheme != boost::urls::scheme::https)
+    return refuse("the URL scheme must be http or https");
+  if (!u.has_authority()) return refuse("the URL is not absolute (no scheme://)");
+  // With an authority the path is empty or starts with "/" (RFC 3986 3.3). Boost.URL 1.81 ends
+  // an IPv4 host at its fourth number and puts the rest in the path ("http://127.0.0.1.nip.io/"
+  // has host 127.0.0.1, path ".nip.io/"): such a host is refused rather than misread.
+  std::string_view path = u.encoded_path();
+  if (!path.empty() && path.front() != '/') return refuse("the URL host is not valid");
   // Credentials in URLs leak into logs and invite host confusion (http://good@evil/).
-  if (authority.find('@') != std::string_view::npos)
-    return refuse("credentials in the URL are not supported");
-  std::string port;
-  if (!split_authority(authority, url.host, port)) return refuse("the URL host is not valid");
-  auto normal_port = normalise_port(port, url.tls);
-  if (!normal_port) return refuse("the URL port is not valid");
-  url.port = *normal_port;
-  auto tail =
-      authority_end == std::string_view::npos ? std::string_view{} : rest.substr(authority_end);
-  tail = tail.substr(0, tail.find('#'));  // fragments are never sent
-  url.target = tail.empty() || tail.front() != '/' ? "/" + std::string(tail) : std::string(tail);
+  if (u.has_userinfo()) return refuse("credentials in the URL are not supported");
+  parsed_url url;
+  url.tls = scheme == boost::urls::scheme::https;
+  std::string reason;
+  auto host = canonical_host(u, reason);
+  if (!host) return refuse(reason);
+  url.host = std::move(*host);
+  auto port = normalise_port(u.has_port() ? std::string_view(u.port()) : std::string_view(), url.tls);
+  if (!port) return refuse("the URL port is not valid");
+  url.port = std::move(*port);
+  std::string_view target = u.encoded_target();  // path and query; fragments are never sent
+  url.target = target.empty() || target.front() != '/' ? "/" + std::string(target) : std::string(target);
   return {std::move(url), {}};
 }
 
@@ -500,6 +566,12 @@ std::optional<std::string> client_response::header_value(std::string_view name) 
 
 std::optional<parsed_url> parse_url(std::string_view url) { return parse_url_detailed(url).url; }
 
+std::optional<std::string> url_problem(std::string_view url) {
+  auto parsed = parse_url_detailed(url);
+  if (parsed.url) return std::nullopt;
+  return std::move(parsed.reason);
+}
+
 struct http_client::impl {
   impl(asio::any_io_executor ex, client_options options)
       : executor_(std::move(ex)),
@@ -592,6 +664,11 @@ asio::awaitable<attempt> http_client::impl::fresh_attempt(std::shared_ptr<const 
   auto connect_deadline =
       std::min(clock_type::now() + options_.connect_timeout, ctx.total_deadline);
   attempt out;
+  if (options_.allow_host && !options_.allow_host(ctx.url.host)) {
+    out.error = make_error(client_error_kind::address_refused,
+                           fmt::format("connections to {} are not allowed", ctx.url.host));
+    co_return out;
+  }
   auto resolved = co_await resolve(ex, ctx.url.host, ctx.url.port, connect_deadline);
   if (resolved.timed_out) {
     out.error = connect_timeout(ctx, "resolving the host", connect_deadline);

@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -28,6 +29,9 @@ struct client_options {
   bool accept_gzip = true;                            // send accept-encoding: gzip and inflate
   // Called with every resolved address before connecting; false refuses it (SSRF guard).
   std::function<bool(const boost::asio::ip::address&)> allow_address;
+  // Called with the URL's (canonical) host before resolving; false refuses it (names such as
+  // localhost or metadata.google.internal, whatever the resolver would answer for them).
+  std::function<bool(std::string_view)> allow_host;
 };
 
 struct header {
@@ -94,6 +98,11 @@ private:
   std::unique_ptr<impl> impl_;
 };
 
+// An outbound URL as hookd sends to it (Boost.URL's RFC 3986 parser underneath). The host is
+// canonical: an IP literal in any spelling the resolver accepts (2130706433, 0177.0.0.1,
+// 0x7f.1, 127.1, [::ffff:7f00:1]) becomes the address it means, so the address policy judges
+// what a connect would reach; names are lower case. Credentials, percent-encoded hosts, zone
+// ids and schemes other than http(s) are refused.
 struct parsed_url {
   bool tls = false;
   std::string host;  // without brackets for IPv6
@@ -101,5 +110,7 @@ struct parsed_url {
   std::string target;  // path + query, at least "/"
 };
 std::optional<parsed_url> parse_url(std::string_view url);
+// Why parse_url refuses `url` ("the URL scheme must be http or https"), or nullopt.
+std::optional<std::string> url_problem(std::string_view url);
 
 }  // namespace hookd::net

@@ -348,6 +348,17 @@ namespace {
 // Headers and query credential of the definition's auth scheme.
 bool prepare_auth(poller::scan_state& st);
 
+// At most 200 bytes of a remote body, with anything but printable ASCII escaped (no log
+// injection through quotes, newlines or control characters).
+std::string printable_excerpt(std::string_view body) {
+  std::string out;
+  for (unsigned char c : body.substr(0, 200)) {
+    if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') out.push_back(static_cast<char>(c));
+    else out += fmt::format("\\x{:02x}", c);
+  }
+  return out;
+}
+
 }  // namespace
 
 awaitable<std::optional<net::client_response>> poller::fetch(scan_state& st, std::string url) {
@@ -370,8 +381,12 @@ awaitable<std::optional<net::client_response>> poller::fetch(scan_state& st, std
       co_return std::nullopt;
     }
     if (status / 100 != 2) {
-      st.fail(fmt::format("GET {}: HTTP {}: {}", st.redact(url), status,
-                          resp->body.substr(0, 200)));
+      // The error reaches the API (runs) and the subscriber: the status only, never what the
+      // remote party wrote. The operator may see a short, escaped excerpt at debug level.
+      spdlog::debug("GET {}: HTTP {}; body begins: {}", st.redact(url), status,
+                    printable_excerpt(resp->body));
+      st.fail(fmt::format("GET {}: HTTP {}: the source answered with an error status",
+                          st.redact(url), status));
       co_return std::nullopt;
     }
     co_return resp;

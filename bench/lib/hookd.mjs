@@ -1,5 +1,5 @@
 // hookd as the drivers run it: its own fresh database on bench/run's PostgreSQL, its own API key
-// and signing secret, private destinations allowed (the receiver is on loopback), intervals down
+// and signing secret, private destinations and sources allowed (the receiver and source are on loopback), intervals down
 // to 1 s, every other setting at its default, its log at info level to a file.
 import { spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
@@ -26,6 +26,7 @@ function hookdEnv(db, dataDir, apiKey, secretText) {
     HOOKD_WORKSPACE_SECRET: secretText,
     HOOKD_ENCRYPTION_KEY: randomBytes(32).toString('base64'),
     HOOKD_ALLOW_PRIVATE_DESTINATIONS: 'true',
+    HOOKD_ALLOW_PRIVATE_SOURCES: 'true',
     HOOKD_MIN_INTERVAL_SECONDS: '1',
   });
   // The definitions are found beside build/; a binary elsewhere is pointed at the repo's.

@@ -155,8 +155,10 @@ export async function startDaemon(options = {}) {
     HOOKD_LISTEN: '127.0.0.1:0',
     HOOKD_DATA_DIR: dataDir,
     HOOKD_LOG_FORMAT: 'text',
-    // The tests' sources and receivers are local stubs on 127.0.0.1.
+    // The tests' sources and receivers are local stubs on 127.0.0.1 (a test of the SSRF guard
+    // unsets these with env: { HOOKD_ALLOW_PRIVATE_...: undefined }).
     HOOKD_ALLOW_PRIVATE_DESTINATIONS: 'true',
+    HOOKD_ALLOW_PRIVATE_SOURCES: 'true',
   };
   if (database === 'test') env.HOOKD_DATABASE_URL = testDatabaseUrl();
   if (apiKey !== null) env.HOOKD_API_KEY = apiKey;

@@ -95,6 +95,7 @@ TEST_CASE("config: defaults apply when no source sets a key") {
   CHECK(c.min_interval_seconds == 60);
   CHECK(c.max_page_limit == 1000);
   CHECK(c.allow_private_destinations.empty());
+  CHECK(c.allow_private_sources.empty());
   CHECK(c.log_format == "text");
   CHECK(c.log_level == "info");
   CHECK(c.threads == 2);
@@ -312,6 +313,22 @@ TEST_CASE("config: allow_private_destinations takes true, false or CIDRs") {
   CHECK(load_config(with_file(file)).allow_private_destinations == "10.0.0.0/8,fc00::/7");
   CHECK(load_config(with_file(dir.write("b.yaml", "allow_private_destinations: true\n")))
             .allow_private_destinations == "true");
+}
+
+TEST_CASE("config: allow_private_sources is its own list, with the same forms") {
+  auto cfg = [](std::map<std::string, std::string> env) { return load_config(env_only(env)); };
+  auto both = cfg({{"HOOKD_ALLOW_PRIVATE_SOURCES", "10.0.0.0/8, fd00::/8"}});
+  CHECK(both.allow_private_sources == "10.0.0.0/8,fd00::/8");
+  CHECK(both.allow_private_destinations.empty());  // opening sources opens no destination
+  CHECK(cfg({{"HOOKD_ALLOW_PRIVATE_SOURCES", "true"}}).allow_private_sources == "true");
+  CHECK(cfg({{"HOOKD_ALLOW_PRIVATE_SOURCES", "false"}}).allow_private_sources.empty());
+  CHECK(cfg({{"HOOKD_ALLOW_PRIVATE_DESTINATIONS", "true"}}).allow_private_sources.empty());
+  temp_dir dir;
+  auto file = dir.write("config.yaml", "allow_private_sources: [127.0.0.0/8, ::1/128]\n");
+  CHECK(load_config(with_file(file)).allow_private_sources == "127.0.0.0/8,::1/128");
+  auto message = error_of_env("HOOKD_ALLOW_PRIVATE_SOURCES", "10.0.0.0/33");
+  CHECK(contains(message, "'allow_private_sources'"));
+  CHECK(contains(message, "is not a CIDR"));
 }
 
 TEST_CASE("config: a bad CIDR is an error naming the key and the entry") {
