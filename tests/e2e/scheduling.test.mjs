@@ -177,6 +177,20 @@ function describeRuns(rs) {
     .join('\n');
 }
 
+/** Each (webhook, slot) ran exactly once, and the runs of one webhook never overlap. */
+function assertOncePerSlot(all, ids, detail) {
+  const perSlot = new Map();
+  for (const r of all) {
+    const k = `${r.webhookId}@${r.scheduled}`;
+    perSlot.set(k, (perSlot.get(k) ?? 0) + 1);
+  }
+  for (const [k, n] of perSlot) assert.equal(n, 1, `${k} ran ${n} times\n${detail}`);
+  for (const id of ids) {
+    const rs = all.filter((r) => r.webhookId === id).sort((x, y) => x.started - y.started);
+    for (let i = 1; i < rs.length; i++) assert.ok(rs[i].started >= rs[i - 1].finished, `overlapping runs of ${id}\n${detail}`);
+  }
+}
+
 /** Waits until `webhookIds` have a polled run with `status` that started at or after `sinceMs`. */
 async function waitForPolledRun(webhookIds, sinceMs, { status = 'ok', timeoutMs = 20_000 } = {}) {
   return waitFor(
@@ -585,18 +599,7 @@ describe('several hookd instances on one database', () => {
     await sleep(1500);
     const all = await runs(ids);
     const detail = describeRuns(all);
-    // Exactly once per (webhook, slot).
-    const perSlot = new Map();
-    for (const r of all) {
-      const k = `${r.webhookId}@${r.scheduled}`;
-      perSlot.set(k, (perSlot.get(k) ?? 0) + 1);
-    }
-    for (const [k, n] of perSlot) assert.equal(n, 1, `${k} ran ${n} times\n${detail}`);
-    // Runs of one webhook never overlap.
-    for (const id of ids) {
-      const rs = all.filter((r) => r.webhookId === id).sort((x, y) => x.started - y.started);
-      for (let i = 1; i < rs.length; i++) assert.ok(rs[i].started >= rs[i - 1].finished, `overlapping runs of ${id}\n${detail}`);
-    }
+    assertOncePerSlot(all, ids, detail);
     // One scan per feed and due time, whichever instance ran which webhook.
     const contactRuns = all.filter((r) => contactHooks.includes(r.webhookId));
     assert.equal(src.scans('/contacts').length, contactRuns.filter((r) => r.polled).length, detail);
@@ -696,16 +699,7 @@ describe('several hookd instances on one database', () => {
     await sleep(1000);
     const all = await runs(ids);
     const detail = describeRuns(all);
-    const perSlot = new Map();
-    for (const r of all) {
-      const k = `${r.webhookId}@${r.scheduled}`;
-      perSlot.set(k, (perSlot.get(k) ?? 0) + 1);
-    }
-    for (const [k, n] of perSlot) assert.equal(n, 1, `${k} ran ${n} times\n${detail}`);
-    for (const id of ids) {
-      const rs = all.filter((r) => r.webhookId === id).sort((x, y) => x.started - y.started);
-      for (let i = 1; i < rs.length; i++) assert.ok(rs[i].started >= rs[i - 1].finished, `overlapping runs of ${id}\n${detail}`);
-    }
+    assertOncePerSlot(all, ids, detail);
     const byOwner = (o) => all.filter((r) => r.owner === o).length;
     t.diagnostic(`${inFlight} runs of batch-a in flight at the kill; ${all.length} runs (batch-a ${byOwner('batch-a')}, batch-b ${byOwner('batch-b')})`);
     assert.ok(byOwner('batch-a') > 0 && byOwner('batch-b') > 0, 'both instances ran webhooks');
