@@ -12,7 +12,17 @@ namespace hookd {
 
 enum class log_format { text, json };
 
-void setup_logging(log_format format, const std::string& level);
+// `sink` defaults to stderr; tests pass their own to read what a line looks like.
+void setup_logging(log_format format, const std::string& level, spdlog::sink_ptr sink = nullptr);
+
+// Log lines hold values that remote parties chose (URLs, error texts, record ids), so neither
+// format lets a value forge a line or drive a terminal:
+// - text: control characters, DEL and bytes that are not UTF-8 become \n, \r, \t or \xNN;
+//   event values with a space, quote, '=' or backslash are quoted with \" and \\ escaped.
+// - json: one object per line; strings are JSON-escaped and invalid UTF-8 becomes U+FFFD.
+void append_log_text(std::string& out, std::string_view s);
+// `s` with each byte of an invalid UTF-8 sequence replaced by U+FFFD.
+std::string valid_utf8(std::string_view s);
 
 struct log_field {
   std::string_view key;

@@ -248,6 +248,10 @@ int run_serve(const config& cfg) {
   };
   // Every lane may keep its connection alive, many lanes deliver to one origin.
   delivery_client_options.max_idle_per_origin = static_cast<std::size_t>(cfg.delivery_lanes);
+  // Only a receiver's status matters: its body is read up to 64 KiB, never inflated, never kept.
+  delivery_client_options.max_response_bytes = 64 * 1024;
+  delivery_client_options.accept_gzip = false;
+  delivery_client_options.truncate_large_bodies = true;
   net::http_client delivery_client(ioc.get_executor(), delivery_client_options);
   auto sched_options = scheduler_options_for(cfg);
   storage::delivery_store delivery_records(delivery_db, store.cipher(), clk, sched_options.owner, 3);

@@ -226,6 +226,7 @@ struct request_context {
   clock_type::time_point total_deadline;
   std::chrono::milliseconds total_budget{};
   std::size_t max_body = 0;
+  bool truncate_body = false;  // client_options::truncate_large_bodies
 };
 
 bool is_tchar(char c) {
@@ -424,6 +425,12 @@ asio::awaitable<exchange_outcome> write_and_read(Stream& stream, connection& con
     // A TLS peer that closes without close_notify legitimately ends a close-delimited body.
     if (read_ec == ssl::error::stream_truncated && parser->is_header_done() && parser->need_eof())
       parser->put_eof(read_ec);
+    if (read_ec == http::error::body_limit && ctx.truncate_body && parser->is_header_done() &&
+        !is_interim(parser->get().result_int())) {
+      // The status is all the caller needs; what the body holds so far stays, the rest is not read.
+      out.response = to_client_response(parser->get());
+      co_return out;  // not reusable: the rest of the body is still on the wire
+    }
     if (read_ec) {
       out.error = read_error(ctx, read_ec, parser->got_some());
       co_return out;
@@ -638,6 +645,7 @@ std::optional<client_error> http_client::impl::prepare(const client_request& req
   ctx.total_budget = req.timeout.value_or(options_.total_timeout);
   ctx.total_deadline = started + ctx.total_budget;
   ctx.max_body = options_.max_response_bytes;
+  ctx.truncate_body = options_.truncate_large_bodies;
   return build_request(req, ctx.url, options_, wire);
 }
 

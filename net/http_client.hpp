@@ -27,6 +27,10 @@ struct client_options {
   std::string ca_file;                                // extra trusted CAs (PEM), besides the system store
   bool verify_tls = true;                             // false only for explicit test set-ups
   bool accept_gzip = true;                            // send accept-encoding: gzip and inflate
+  // true: a body over max_response_bytes is cut there (the connection is then closed) and the
+  // response kept, for callers that only need the status (deliveries), so a receiver cannot make
+  // hookd buffer or fail on an endless answer. false: such a response fails with body_too_large.
+  bool truncate_large_bodies = false;
   // Called with every resolved address before connecting; false refuses it (SSRF guard).
   std::function<bool(const boost::asio::ip::address&)> allow_address;
   // Called with the URL's (canonical) host before resolving; false refuses it (names such as

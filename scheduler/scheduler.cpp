@@ -132,7 +132,10 @@ void scheduler::start() {
 }
 
 void scheduler::wake() {
-  asio::post(strand_, [this] { timer_.cancel(); });
+  asio::post(strand_, [this] {
+    wake_pending_ = true;
+    timer_.cancel();
+  });
 }
 
 awaitable<void> scheduler::stop(std::chrono::seconds deadline) {
@@ -170,6 +173,7 @@ awaitable<void> scheduler::claim_loop() {
     int room = options_.max_concurrent_runs - in_flight_;
     int limit = std::min(room, options_.batch);
     last_claim = std::chrono::steady_clock::now();
+    wake_pending_ = false;  // this claim sees whatever a wake until now announced
     try {
       if (limit > 0) claimed = co_await feeds_.claim_due(options_.owner, limit, options_.lease);
     } catch (const std::exception& e) {
@@ -199,6 +203,8 @@ awaitable<void> scheduler::claim_loop() {
     auto gap_left = last_claim + options_.claim_gap - std::chrono::steady_clock::now();
     if (wait < gap_left) wait = gap_left;
     if (stopping_) break;
+    // A wake during the claim or next_due() cancelled no timer: claim again after the gap.
+    if (wake_pending_) wait = std::max<std::chrono::steady_clock::duration>(gap_left, {});
     timer_.expires_after(wait);
     boost::system::error_code ec;
     co_await timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));

@@ -80,6 +80,7 @@ private:
   boost::asio::io_context& ioc_;
   boost::asio::strand<boost::asio::io_context::executor_type> strand_;
   boost::asio::steady_timer timer_;
+  bool wake_pending_ = false;  // on strand_: a wake that came while no sleep was under way
   storage::store& store_;
   storage::feed_store& feeds_;
   batched_feeds pages_;  // the polls' page reads and writes, group-committed

@@ -175,6 +175,8 @@ std::shared_ptr<poller::budget> poller::budget_for(const scan_request& req) {
 
 // ---- scan state ----
 
+constexpr std::size_t max_quoted_url = 200;
+
 struct poller::scan_state {
   scan_request req;
   page_sink sink;
@@ -189,6 +191,9 @@ struct poller::scan_state {
   std::string auth_query;         // "param=value" for the query scheme
   std::string auth_query_param;
   std::vector<net::header> headers;
+  // Next-page URLs the source wrote (next_url, Link), checked to stay on the scan's origin:
+  // text a remote party chose, so messages, which reach the API's `runs`, quote only their start.
+  std::set<std::string> source_urls;
 
   bool fail(std::string message) {
     if (result.error.empty()) result.error = std::move(message);
@@ -196,6 +201,8 @@ struct poller::scan_state {
   }
   // The URL as it may appear in messages: without the credential of the query scheme.
   std::string redact(std::string url) const {
+    if (source_urls.contains(url) && url.size() > max_quoted_url)
+      url = url.substr(0, max_quoted_url) + "... (cut)";
     if (auth_query.empty()) return url;
     auto pos = url.find(auth_query);
     if (pos != std::string::npos)
@@ -447,13 +454,15 @@ std::optional<std::string> first_url(poller::scan_state& st, bool tombstones_onl
 std::optional<std::string> resolve_next(poller::scan_state& st, std::string next) {
   if (next.starts_with("/")) next = origin_of(st.base_url) + next;
   auto parsed = net::parse_url(next);
-  if (!parsed) return st.fail(fmt::format("the source's next page URL '{}' is not a URL", next)), std::nullopt;
+  // The URL itself is not quoted: the source chose it (see scan_state::source_urls).
+  if (!parsed) return st.fail("the source's next page URL is not an http(s) URL"), std::nullopt;
   if (origin_of(*parsed) != origin_of(st.base_url))
-    return st.fail(fmt::format("the source's next page URL '{}' leaves {}; credentials are not "
-                               "sent to another origin", next, origin_of(st.base_url))),
+    return st.fail(fmt::format("the source's next page URL leaves {}; credentials are not "
+                               "sent to another origin", origin_of(st.base_url))),
            std::nullopt;
   if (!st.auth_query.empty() && next.find(st.auth_query_param + "=") == std::string::npos)
     next += (next.find('?') == std::string::npos ? "?" : "&") + st.auth_query;
+  st.source_urls.insert(next);
   return next;
 }
 

@@ -22,7 +22,11 @@ after(async () => {
 });
 
 // Every daemon here is the same bootstrap workspace (same key), with or without private sources.
+// One runs at a time: a second instance on the database would claim the other's webhooks and
+// poll them under its own policy.
+let current = null;
 async function daemon(allowSources) {
+  if (current) await current.stop();
   const d = await startDaemon({
     apiKey,
     workspaceSecret,
@@ -32,6 +36,7 @@ async function daemon(allowSources) {
     },
   });
   cleanups.push(() => d.stop('SIGKILL'));
+  current = d;
   return d;
 }
 

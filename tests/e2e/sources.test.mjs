@@ -486,6 +486,29 @@ describe('HubSpot (cursor pagination, OAuth2 refresh, archived tombstones)', () 
 // ---------------------------------------------------------------------------------------------
 
 describe('GitHub (Link header pagination, bearer token, incremental `since`)', () => {
+  // The Link URLs are the source's text: errors (which reach the API's `runs`) do not quote them.
+  test('a Link to another origin ends the scan incomplete without quoting the link', { timeout: TEST_TIMEOUT }, async () => {
+    const marker = 'src-chosen-7f3a';
+    const fx = track(await github.start({ linkOrigin: `http://${marker}.example`, linkNote: marker }));
+    const id = await createConnection('github', { api_url: fx.url, token: fx.token, meta: { owner: fx.owner, repo: fx.repo } });
+    const r = await poll(id, 'task_task');
+    assertIncomplete(r, /leaves http:\/\/127\.0\.0\.1:\d+; credentials are not sent to another origin/);
+    assert.ok(!r.summary.error.includes(marker), `the link is not quoted: ${r.summary.error}`);
+    assert.equal(requestsTo(fx, /\/issues$/).length, 1, 'nothing is requested from the other origin');
+  });
+
+  test('an error on a page the source linked quotes only the start of the link', { timeout: TEST_TIMEOUT }, async () => {
+    const marker = 'src-chosen-9c2e';
+    const fx = track(await github.start({ linkNote: `${'n'.repeat(3000)}${marker}`, failFromPage: 2 }));
+    const id = await createConnection('github', { api_url: fx.url, token: fx.token, meta: { owner: fx.owner, repo: fx.repo } });
+    const r = await poll(id, 'task_task');
+    assertIncomplete(r, /HTTP 500/);
+    assert.match(r.summary.error, /^GET http:\/\/127\.0\.0\.1:\d+\/repositories\/\d+\/issues\?\S*\.\.\. \(cut\): /, r.describe());
+    assert.ok(!r.summary.error.includes(marker), `the link is cut: ${r.summary.error}`);
+    assert.ok(r.summary.error.length < 400, `the error is bounded (${r.summary.error.length} characters)`);
+    assert.ok(requestsTo(fx, /\/issues$/).some((q) => q.query.get('note')?.endsWith(marker)), 'the linked page was requested');
+  });
+
   test('issues: complete scan across Link pages, mapping, headers, then --since', { timeout: TEST_TIMEOUT }, async () => {
     const fx = track(await github.start());
     const id = await createConnection('github', { api_url: fx.url, token: fx.token, meta: { owner: fx.owner, repo: fx.repo } });

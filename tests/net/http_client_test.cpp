@@ -378,6 +378,40 @@ TEST_CASE("a response body over max_response_bytes fails with body_too_large") {
   }
 }
 
+TEST_CASE("truncate_large_bodies keeps the status of an oversized answer and reads no further") {
+  auto o = test_options();
+  o.max_response_bytes = 1000;
+  o.truncate_large_bodies = true;
+  SUBCASE("with content-length") {
+    test_server server([](const server_request& req) {
+      return make_response(req.target() == "/big" ? 503 : 200,
+                           std::string(req.target() == "/big" ? 1'000'000 : 10, 'x'));
+    });
+    client_fixture f(o);
+    auto r = f.get(http_url(server, "/big"));
+    REQUIRE_MESSAGE(r, error_text(r));
+    CHECK(r.response->status == 503);
+    CHECK(r.response->body.size() <= 1000);
+    auto next = f.get(http_url(server, "/small"));
+    REQUIRE_MESSAGE(next, error_text(next));
+    CHECK(next.response->body == std::string(10, 'x'));
+    CHECK(server.accepted() == 2);  // the cut connection was not reused
+  }
+  SUBCASE("chunked") {
+    test_server server([](const server_request&) {
+      server_response res{http::status::ok, 11};
+      res.body() = std::string(200'000, 'x');
+      res.chunked(true);
+      return res;
+    });
+    client_fixture f(o);
+    auto r = f.get(http_url(server));
+    REQUIRE_MESSAGE(r, error_text(r));
+    CHECK(r.response->status == 200);
+    CHECK(r.response->body.size() <= 1000);
+  }
+}
+
 // 6 -----------------------------------------------------------------------------------------------
 
 TEST_CASE("a gzip body is inflated, and its inflated size is capped too") {
