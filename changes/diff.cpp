@@ -42,14 +42,9 @@ std::vector<std::string> absent_ids(const std::vector<std::string>& snapshot_ids
   return out;
 }
 
-delete_decision guard_deletes(const std::vector<std::string>& absent, std::size_t snapshot_size,
-                              double max_fraction, const std::vector<std::string>& pending) {
+delete_decision confirm_deletes(const std::vector<std::string>& absent,
+                                const std::vector<std::string>& pending) {
   delete_decision d;
-  if (absent.empty()) return d;
-  if (static_cast<double>(absent.size()) <= max_fraction * static_cast<double>(snapshot_size)) {
-    d.apply = absent;
-    return d;
-  }
   std::unordered_set<std::string> confirmed(pending.begin(), pending.end());
   for (const auto& id : absent) (confirmed.contains(id) ? d.apply : d.hold).push_back(id);
   return d;

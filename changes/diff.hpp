@@ -35,14 +35,16 @@ std::vector<change> diff_observed(const std::vector<observed_record>& observed,
 std::vector<std::string> absent_ids(const std::vector<std::string>& snapshot_ids,
                                     const std::unordered_set<std::string>& seen);
 
-// The mass-delete guard. If a scan would delete more than `max_fraction` of the snapshot,
-// only the ids that a previous scan also found absent (`pending`) are deleted now; the
-// others wait (become the new pending set) for a second scan to agree.
+// A record absent from one complete scan may only have been missed: offset- and page-paginated
+// sources shift records across pages when one is deleted mid-scan. So a delete needs two
+// complete full scans that both lack the record: ids absent now and absent in the previous
+// scan (`pending`) are deleted (`apply`); the others absent now wait for the next scan (`hold`).
+// Ids absent before but seen now are simply forgotten.
 struct delete_decision {
   std::vector<std::string> apply;
   std::vector<std::string> hold;
 };
-delete_decision guard_deletes(const std::vector<std::string>& absent, std::size_t snapshot_size,
-                              double max_fraction, const std::vector<std::string>& pending);
+delete_decision confirm_deletes(const std::vector<std::string>& absent,
+                                const std::vector<std::string>& pending);
 
 }  // namespace hookd::changes

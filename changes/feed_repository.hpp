@@ -40,6 +40,8 @@ struct poll_outcome {
   int requests = 0;
   std::string error;
   std::optional<unsigned> auth_failure;
+  std::int64_t skipped_records = 0;  // unusable records (no id, not an object) left out
+  std::string skip_reason;           // the first of them, named
 };
 
 class feed_repository {

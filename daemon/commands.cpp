@@ -137,7 +137,6 @@ scheduler::scheduler_options scheduler_options_for(const config& cfg) {
   o.max_concurrent_runs = cfg.max_concurrent_runs;
   o.lease = std::chrono::seconds(cfg.lease_seconds);
   o.freshness = std::chrono::seconds(cfg.feed_freshness_seconds);
-  o.feed.delete_guard_fraction = cfg.delete_guard_fraction;
   o.feed.full_scan_every = cfg.full_scan_every;
   o.feed.delete_scan_every = cfg.delete_scan_every;
   o.feed.overlap = std::chrono::seconds(cfg.incremental_overlap_seconds);
@@ -422,6 +421,9 @@ int run_source_poll(const config& cfg, const source_poll_args& args) {
   std::fflush(stdout);
   auto stats = fmt::format("pages={} records={} requests={} duration_ms={}", result.pages,
                            result.records, result.requests, result.duration.count());
+  if (result.skipped)
+    std::cerr << "note: " << result.skipped << " unusable records skipped; the first: "
+              << result.skip_reason << "\n";
   if (result.complete) {
     std::cerr << "scan complete: " << stats << std::endl;
     return 0;

@@ -384,11 +384,6 @@ const std::vector<key_spec>& key_specs() {
       {"scheduler_batch", false, [](config& c, v x) { c.scheduler_batch = integer_between(x, 1, 10000); }},
       {"max_concurrent_runs", false,
        [](config& c, v x) { c.max_concurrent_runs = integer_between(x, 1, 100000); }},
-      {"delete_guard_fraction", false,
-       [](config& c, v x) {
-         c.delete_guard_fraction = number_at_least(x, 0);
-         if (c.delete_guard_fraction > 1) throw value_error("must be a number from 0 to 1");
-       }},
       {"full_scan_every", false, [](config& c, v x) { c.full_scan_every = integer_between(x, 1, 1000000); }},
       {"delete_scan_every", false,
        [](config& c, v x) { c.delete_scan_every = integer_between(x, 1, 1000000); }},

@@ -50,7 +50,6 @@ struct config {
   int feed_freshness_seconds = 30;            // webhooks of one feed due within this share one poll
   int scheduler_batch = 100;                  // webhooks claimed per query
   int max_concurrent_runs = 2048;
-  double delete_guard_fraction = 0.5;         // deleting more of a feed at once needs a second scan
   int full_scan_every = 12;                   // incremental feeds: every N-th poll is a full scan
   int delete_scan_every = 1;                  // feeds with a deleted webhook and no tombstones
   int incremental_overlap_seconds = 300;      // incremental polls re-read this much before the high water

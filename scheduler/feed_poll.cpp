@@ -13,6 +13,8 @@ using changes::observed_record;
 bool needs_full_scan(const changes::feed_state& feed, const sources::integration_object& obj,
                      const feed_poll_options& options) {
   if (!feed.baseline_done || !feed.high_water || !obj.incremental) return true;
+  // Deletes that one scan found wait for the next full scan to confirm them.
+  if (!feed.pending_deletes.empty()) return true;
   // Tombstones report deletes in incremental polls; otherwise only a full scan sees them.
   bool deletes_need_scan = feed.has_deleted_webhook && !obj.tombstones;
   int every = deletes_need_scan ? options.delete_scan_every : options.full_scan_every;
@@ -73,7 +75,10 @@ asio::awaitable<changes::poll_outcome> poll_feed(sources::poller& poller,
   out.auth_failure = result.auth_failure;
   out.records_read = static_cast<std::int64_t>(result.records);
   out.requests = result.requests;
+  if (high_water && options.started && *high_water > *options.started) high_water = options.started;
   out.high_water = high_water;
+  out.skipped_records = static_cast<std::int64_t>(result.skipped);
+  out.skip_reason = result.skip_reason;
 
   // Only a complete full scan may conclude that a record is gone.
   if (out.complete && out.full) {
@@ -85,8 +90,7 @@ asio::awaitable<changes::poll_outcome> poll_feed(sources::poller& poller,
       for (auto& id : absent) deletes.push_back({std::move(id), changes::change_kind::deleted, "", ""});
       out.pending_deletes.clear();
     } else {
-      auto decision = changes::guard_deletes(absent, snapshot.size(), options.delete_guard_fraction,
-                                             feed.pending_deletes);
+      auto decision = changes::confirm_deletes(absent, feed.pending_deletes);
       for (auto& id : decision.apply)
         deletes.push_back({std::move(id), changes::change_kind::deleted, "", ""});
       out.pending_deletes = std::move(decision.hold);

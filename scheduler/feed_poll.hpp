@@ -1,9 +1,10 @@
 #pragma once
 // One poll of a feed: scan the source (full or incremental), diff each page against the
-// snapshot, write the changes, and after a complete full scan detect deletes (behind the
-// mass-delete guard). A baseline poll (a new feed) fills the snapshot without events.
+// snapshot, write the changes, and after a complete full scan detect deletes (confirmed by a
+// second complete full scan). A baseline poll (a new feed) fills the snapshot without events.
 #include <chrono>
 #include <functional>
+#include <optional>
 
 #include <boost/asio/awaitable.hpp>
 
@@ -13,10 +14,12 @@
 namespace hookd::scheduler {
 
 struct feed_poll_options {
-  double delete_guard_fraction = 0.5;     // deletes above this share of the feed wait for a second scan
   int full_scan_every = 12;               // feeds without a deleted webhook: every N-th poll is full
   int delete_scan_every = 1;              // feeds with a deleted webhook: every N-th poll is full
   std::chrono::seconds overlap{300};      // incremental polls ask for changes since high water - overlap
+  // When this poll started: the high water mark never passes it, so one record with an
+  // updated_at in the future cannot freeze incremental polls.
+  std::optional<sys_time> started;
 };
 
 // Whether this poll must read every record.

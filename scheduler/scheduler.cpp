@@ -54,6 +54,7 @@ void log_event_run(const storage::claimed_webhook& w, const storage::run_record&
              {"records_read", r.records_read},
              {"changes", r.changes},
              {"requests", r.requests},
+             {"skipped_records", r.skipped_records},
              {"duration_ms", std::chrono::duration_cast<std::chrono::milliseconds>(
                                  r.finished_at - r.started_at).count()},
              {"error", r.error}});
@@ -262,8 +263,10 @@ awaitable<std::optional<storage::feed_store::finished_poll>> scheduler::poll_if_
       // gives the feed's lease back, or the feed's other webhooks would wait for it.
       try {
         fenced_pages pages(pages_, owner);
+        auto feed_options = options_.feed;
+        feed_options.started = clock_.now();
         outcome = co_await poll_feed(poller_, pages, *def, *obj, conn->auth_json, leased.state,
-                                     options_.feed, changes_logged_);
+                                     feed_options, changes_logged_);
       } catch (const std::exception& e) {
         outcome = changes::poll_outcome{};
         outcome.full = needs_full_scan(leased.state, *obj, options_.feed);
@@ -309,6 +312,8 @@ awaitable<void> scheduler::run_group(std::vector<storage::claimed_webhook> group
         run.changes = o.changes;
         run.requests = o.requests;
         run.error = o.error;
+        run.skipped_records = o.skipped_records;
+        run.skip_reason = o.skip_reason;
         if (!o.complete) run.status = "incomplete";
       }
     }
@@ -330,7 +335,7 @@ awaitable<void> scheduler::run_group(std::vector<storage::claimed_webhook> group
       r.finished_at = run.finished_at;
     } else if (i != poller) {  // shared this group's poll
       r.polled = false;
-      r.records_read = r.changes = 0;
+      r.records_read = r.changes = r.skipped_records = 0;
       r.requests = 0;
       if (poll && !poll->outcome.complete)
         r.error = "the shared poll of this feed was incomplete: " + poll->outcome.error;

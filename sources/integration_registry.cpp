@@ -93,6 +93,11 @@ public:
     return v;
   }
 
+  bool boolean(std::string_view key, bool fallback) const {
+    auto v = one_of(key, {"true", "false"}, fallback ? "true" : "false");
+    return v == "true";
+  }
+
   std::map<std::string, std::string> string_map(std::string_view key) const {
     std::map<std::string, std::string> out;
     auto n = node_[std::string(key)];
@@ -222,17 +227,19 @@ pagination_spec parse_pagination(const reader& r) {
   if (p.style == "none") {
     r.allow_only({"style"});
   } else if (p.style == "offset") {
-    r.allow_only({"style", "offset_param", "limit_param", "limit", "next_offset", "more"});
+    r.allow_only({"style", "offset_param", "limit_param", "limit", "next_offset", "more", "short_page_ends"});
     p.offset_param = r.string("offset_param");
     p.limit_param = r.string("limit_param");
     p.limit = r.integer("limit", 100, 1, 100000);
     p.next_offset = r.pointer("next_offset");
+    p.short_page_ends = r.boolean("short_page_ends", false);
   } else if (p.style == "page") {
-    r.allow_only({"style", "page_param", "size_param", "size", "first_page", "more"});
+    r.allow_only({"style", "page_param", "size_param", "size", "first_page", "more", "short_page_ends"});
     p.page_param = r.string("page_param");
     p.size_param = r.string("size_param");
     p.size = r.integer("size", 100, 1, 100000);
     p.first_page = r.integer("first_page", 1, 0, 1);
+    p.short_page_ends = r.boolean("short_page_ends", false);
   } else if (p.style == "cursor") {
     r.allow_only({"style", "cursor_param", "cursor", "cursor_from_last", "limit_param", "limit", "more"});
     p.cursor_param = r.string("cursor_param");

@@ -39,6 +39,10 @@ struct pagination_spec {
   std::string cursor_param, cursor, cursor_from_last;
   std::string next_url;
   std::string more;  // pointer to a "more pages" boolean
+  // offset/page without `more` or `next_offset`: a page with fewer records than asked for ends
+  // the scan only when the definition says the API never caps pages below the asked size
+  // (many do, silently); otherwise the scan goes on to an empty page.
+  bool short_page_ends = false;
 };
 
 struct incremental_spec {

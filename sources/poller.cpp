@@ -199,6 +199,10 @@ struct poller::scan_state {
     if (result.error.empty()) result.error = std::move(message);
     return false;
   }
+  // An unusable record: counted, the first one named, and left out of the scan.
+  void skip(std::string message) {
+    if (result.skipped++ == 0) result.skip_reason = std::move(message);
+  }
   // The URL as it may appear in messages: without the credential of the query scheme.
   std::string redact(std::string url) const {
     if (source_urls.contains(url) && url.size() > max_quoted_url)
@@ -486,13 +490,15 @@ std::optional<std::string> next_url(poller::scan_state& st, bool tombstones_only
       if (!n || !n->is_number()) return std::string();
       pos.offset = static_cast<long long>(n->get_double().value_unsafe());
     } else {
-      if (count < static_cast<std::size_t>(p.limit)) return std::string();
+      if (count == 0 || (p.short_page_ends && count < static_cast<std::size_t>(p.limit)))
+        return std::string();
       pos.offset += static_cast<long long>(count);
     }
     return first_url(st, tombstones_only, pos);
   }
   if (p.style == "page") {
-    if (p.more.empty() && count < static_cast<std::size_t>(p.size)) return std::string();
+    if (p.more.empty() && (count == 0 || (p.short_page_ends && count < static_cast<std::size_t>(p.size))))
+      return std::string();
     ++pos.page;
     return first_url(st, tombstones_only, pos);
   }
@@ -524,17 +530,25 @@ bool passes_filters(const poller::scan_state& st, const std::map<std::string, st
   return true;
 }
 
-// Builds the Unified record; false (with st.result.error set) when the record is unusable.
-bool map_record(poller::scan_state& st, element rec, std::size_t index, int page,
-                std::vector<mapped_record>& out) {
+// Why a record cannot be used (no id, a NUL in its id, not an object), or nullopt.
+std::optional<std::string> unusable(const poller::scan_state& st, element rec,
+                                    const std::optional<std::string>& id) {
+  const auto& obj = *st.req.object;
+  if (!id) return fmt::format("has no id at {}", obj.id.empty() ? "/" : obj.id);
+  if (id->find('\0') != std::string::npos) return std::string("has an id with a NUL character");
+  if (!obj.mapping && !rec.is_object()) return std::string("is not an object");
+  return std::nullopt;
+}
+
+// Appends the Unified record to `out`, unless the record is unusable (then it is skipped and
+// counted: see scan_result::skipped) or filtered out.
+void map_record(poller::scan_state& st, element rec, std::size_t index, int page,
+                const std::string& url, std::vector<mapped_record>& out) {
   const auto& obj = *st.req.object;
   auto id_el = resolve_pointer(rec, obj.id);
   auto id = id_el ? id_string(*id_el) : std::nullopt;
-  if (!id)
-    return st.fail(fmt::format("record {} on page {} has no id at {}", index, page,
-                               obj.id.empty() ? "/" : obj.id));
-  if (id->find('\0') != std::string::npos)
-    return st.fail(fmt::format("record {} on page {} has an id with a NUL character", index, page));
+  if (auto why = unusable(st, rec, id))
+    return st.skip(fmt::format("GET {}: record {} on page {} {}", st.redact(url), index, page, *why));
   std::map<std::string, std::string> filter_values;
   std::string text = "{";
   json::append_quoted(text, "id");
@@ -548,7 +562,6 @@ bool map_record(poller::scan_state& st, element rec, std::size_t index, int page
     if (st.req.filters.contains(std::string(name))) filter_values[std::string(name)] = value;
   };
   if (!obj.mapping) {
-    if (!rec.is_object()) return st.fail(fmt::format("record {} on page {} is not an object", index, page));
     simdjson::dom::object members = rec.get_object().value_unsafe();
     for (auto [k, v] : members)
       if (k != "id" && k != "raw") add(k, json::to_string(v));
@@ -558,7 +571,7 @@ bool map_record(poller::scan_state& st, element rec, std::size_t index, int page
       if (auto v = render(node, rec)) add(name, *v);
     }
   }
-  if (!passes_filters(st, filter_values)) return true;
+  if (!passes_filters(st, filter_values)) return;
   text += ",\"raw\":" + json::to_string(rec) + "}";
   mapped_record m{*id, std::move(text), false, std::nullopt, {}};
   // The identity mapping's record is the source's: hash it here, not by parsing `text` again.
@@ -570,7 +583,6 @@ bool map_record(poller::scan_state& st, element rec, std::size_t index, int page
     if (auto u = resolve_pointer(rec, obj.updated_at))
       if (auto ts = to_timestamp(*u)) m.updated_at = parse_iso8601(*ts);
   out.push_back(std::move(m));
-  return true;
 }
 
 bool prepare_auth(poller::scan_state& st) {
@@ -656,10 +668,7 @@ awaitable<bool> poller::listing(scan_state& st, bool tombstones_only) {
     std::optional<element> last;
     simdjson::dom::array items = records->get_array().value_unsafe();
     for (element rec : items) {
-      if (!map_record(st, rec, index++, page, mapped)) {
-        st.result.error = fmt::format("GET {}: {}", st.redact(*url), st.result.error);
-        co_return false;
-      }
+      map_record(st, rec, index++, page, *url, mapped);
       last = rec;
     }
     if (tombstones_only)

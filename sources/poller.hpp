@@ -46,6 +46,10 @@ struct scan_result {
   int pages = 0;
   int requests = 0;
   std::size_t records = 0;
+  // Records that cannot be used (no id, an id with a NUL, not an object) are left out and
+  // counted; the scan stays complete, so one bad record cannot stop delete detection.
+  std::size_t skipped = 0;
+  std::string skip_reason;  // the first one, e.g. "GET /contacts?...: record 3 on page 1 has no id at /id"
   std::chrono::milliseconds duration{};
 };
 

@@ -256,6 +256,8 @@ std::string run_summary(const run_record& r) {
   else
     text += "shared a fresh poll, ";
   text += fmt::format("{} changes", r.changes);
+  if (r.skipped_records)
+    text += fmt::format(", {} unusable records skipped (first: {})", r.skipped_records, r.skip_reason);
   text += fmt::format(", {} ms", ms);
   if (!r.error.empty()) text += "; error: " + r.error;
   return text;

@@ -35,6 +35,8 @@ struct run_record {
   std::int64_t changes = 0;
   int requests = 0;
   std::string error;
+  std::int64_t skipped_records = 0;  // unusable records the poll left out
+  std::string skip_reason;           // the first of them
 };
 
 enum class feed_lease { acquired, fresh, busy };

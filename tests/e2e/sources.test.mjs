@@ -739,7 +739,8 @@ describe('Greenhouse (page-number pagination, basic auth with the API key, updat
     assertComplete(r);
     assertExactlyOnce(r, fx.records.candidates.map((c) => c.id), 'Greenhouse candidates');
     const pages = requestsTo(fx, /\/candidates$/);
-    assert.deepEqual(pages.map((q) => q.query.get('page')), ['1', '2', '3'], 'page=1,2,3');
+    // 270 at 100 a page: the short third page is not taken for the end, an empty fourth is.
+    assert.deepEqual(pages.map((q) => q.query.get('page')), ['1', '2', '3', '4'], 'page=1,2,3,4');
     for (const q of pages) {
       assert.equal(q.query.get('per_page'), '100');
       assert.equal(q.headers.authorization, `Basic ${Buffer.from(`${fx.apiKey}:`).toString('base64')}`, 'the API key as user name, blank password');
@@ -779,13 +780,24 @@ describe('Greenhouse (page-number pagination, basic auth with the API key, updat
     assert.equal(fx.requests[before2]?.query.get('email'), one.email_addresses[0].value, 'email is pushed down');
   });
 
+  test('an API that caps its pages below per_page: the scan goes on to an empty page, nothing is missed', { timeout: TEST_TIMEOUT }, async () => {
+    const fx = track(await greenhouse.start({ maxPerPage: 40 }));
+    const id = await createConnection('greenhouse', { api_url: fx.url, key: fx.apiKey });
+    const r = await poll(id, 'ats_candidate');
+    assertComplete(r);
+    assertExactlyOnce(r, fx.records.candidates.map((c) => c.id), 'Greenhouse candidates at 40 a page');
+    const pages = requestsTo(fx, /\/candidates$/);
+    assert.equal(pages.length, Math.ceil(fx.records.candidates.length / 40) + 1, 'every capped page, then an empty one');
+    assert.ok(pages.every((q) => q.query.get('per_page') === '100'), 'hookd still asks for 100');
+  });
+
   test('applications: complete scan and mapping', { timeout: TEST_TIMEOUT }, async () => {
     const fx = track(await greenhouse.start());
     const id = await createConnection('greenhouse', { api_url: fx.url, key: fx.apiKey });
     const r = await poll(id, 'ats_application');
     assertComplete(r);
     assertExactlyOnce(r, fx.records.applications.map((a) => a.id), 'Greenhouse applications');
-    assert.equal(requestsTo(fx, /\/applications$/).length, 3);
+    assert.equal(requestsTo(fx, /\/applications$/).length, 4);
     const src = fx.records.applications[4];
     const rec = byId(r, src.id);
     assert.equal(rec.candidate_id, String(src.candidate_id));
@@ -911,6 +923,17 @@ describe('faults: never fatal, never a partial scan taken for a complete one', (
     assertIncomplete(r, /403/);
     const conn = await getConnection(id);
     assert.equal(conn.last_unhealthy_code, '403', JSON.stringify(conn));
+  });
+
+  test('records without an id, with a NUL in the id, or not objects are skipped and counted; the scan stays complete', { timeout: TEST_TIMEOUT }, async () => {
+    const good = faults.generate(25);
+    const records = [...good.slice(0, 3), { name: 'no id' }, 'a string', ...good.slice(3, 14), { id: 'bad\u0000id' }, null, ...good.slice(14)];
+    const src = track(await faults.start({ records }));
+    const id = await jsonserverOn(src);
+    const r = await poll(id, 'crm_contact');
+    assertComplete(r);
+    assertExactlyOnce(r, good.map((c) => c.id), 'the usable records');
+    assert.match(r.stderr, /note: 4 unusable records skipped; the first: GET \S+_page=1\S*: record 3 on page 1 has no id at \/id/, r.describe());
   });
 
   test('a malformed JSON page: exit 3 with an error naming the request', { timeout: TEST_TIMEOUT }, async () => {

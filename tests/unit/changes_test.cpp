@@ -1,6 +1,6 @@
 // Change detection as pure functions: the canonical JSON and hash of a record, the snapshot
 // diff (as properties over random record sets and random creates/updates/deletes, with complete
-// scans, incremental overlap and partial scans), the mass-delete guard, when a poll must be a
+// scans, incremental overlap and partial scans), delete confirmation, when a poll must be a
 // full scan, and the no-drift schedule.
 #include <doctest/doctest.h>
 
@@ -562,7 +562,7 @@ TEST_CASE("absent_ids: the snapshot ids a scan did not see, in snapshot order") 
   CHECK(absent_ids({"a"}, {}) == std::vector<std::string>{"a"});
 }
 
-// ---- the mass-delete guard ----
+// ---- delete confirmation ----
 
 namespace {
 std::vector<std::string> ids(int from, int to) {
@@ -573,66 +573,56 @@ std::vector<std::string> ids(int from, int to) {
 std::set<std::string> as_set(const std::vector<std::string>& v) { return {v.begin(), v.end()}; }
 }  // namespace
 
-TEST_CASE("mass-delete guard: at or under the fraction deletes apply at once") {
-  auto d = guard_deletes(ids(0, 5), 10, 0.5, {});
-  CHECK(d.apply == ids(0, 5));
-  CHECK(d.hold.empty());
-  d = guard_deletes(ids(0, 1), 100, 0.5, {});
-  CHECK(d.apply == ids(0, 1));
-  CHECK(d.hold.empty());
-  d = guard_deletes({}, 100, 0.5, ids(0, 60));
+TEST_CASE("delete confirmation: one scan's absence only holds the delete, however few are absent") {
+  auto d = confirm_deletes(ids(0, 1), {});
+  CHECK(d.apply.empty());
+  CHECK(d.hold == ids(0, 1));
+  d = confirm_deletes({}, ids(0, 60));
   CHECK(d.apply.empty());
   CHECK(d.hold.empty());
 }
 
-TEST_CASE("mass-delete guard: above the fraction deletes wait until a second scan agrees") {
-  // Scan 1: 60 of 100 records are gone: nothing is deleted, all 60 wait.
-  auto first = guard_deletes(ids(0, 60), 100, 0.5, {});
+TEST_CASE("delete confirmation: a second scan that agrees deletes") {
+  auto first = confirm_deletes(ids(0, 60), {});
   CHECK(first.apply.empty());
   CHECK(as_set(first.hold) == as_set(ids(0, 60)));
-  // Scan 2 agrees: they are deleted.
-  auto second = guard_deletes(ids(0, 60), 100, 0.5, first.hold);
+  auto second = confirm_deletes(ids(0, 60), first.hold);
   CHECK(as_set(second.apply) == as_set(ids(0, 60)));
   CHECK(second.hold.empty());
 }
 
-TEST_CASE("mass-delete guard: a second scan that disagrees deletes only what both scans found absent") {
-  auto first = guard_deletes(ids(0, 60), 100, 0.5, {});
-  // The source flapped: scan 2 misses a different (overlapping) large set.
-  auto second = guard_deletes(ids(40, 100), 100, 0.5, first.hold);
+TEST_CASE("delete confirmation: a second scan that disagrees deletes only what both scans found absent") {
+  auto first = confirm_deletes(ids(0, 60), {});
+  // The source flapped (or shifted its pages): scan 2 misses a different, overlapping set.
+  auto second = confirm_deletes(ids(40, 100), first.hold);
   CHECK(as_set(second.apply) == as_set(ids(40, 60)));
   CHECK(as_set(second.hold) == as_set(ids(60, 100)));
   // Scan 3 sees everything again: nothing is deleted and nothing waits any more.
-  auto third = guard_deletes({}, 100, 0.5, second.hold);
+  auto third = confirm_deletes({}, second.hold);
   CHECK(third.apply.empty());
   CHECK(third.hold.empty());
 }
 
-TEST_CASE("mass-delete guard property: apply and hold partition the absent ids; above the fraction only confirmed ids apply") {
+TEST_CASE("delete confirmation property: apply and hold partition the absent ids; only ids absent twice apply") {
   for (std::uint64_t seed = 1; seed <= 500; ++seed) {
     CAPTURE(seed);
     rng_t rng(seed);
     const int n = 1 + static_cast<int>(pick(rng, 200));
-    const double fraction = static_cast<double>(pick(rng, 101)) / 100.0;
     std::vector<std::string> absent, pending;
     for (int i = 0; i < n; ++i) {
       if (chance(rng, 0.5)) absent.push_back(fmt::format("r{}", i));
       if (chance(rng, 0.3)) pending.push_back(fmt::format("r{}", i));
     }
-    auto d = guard_deletes(absent, static_cast<std::size_t>(n), fraction, pending);
+    auto d = confirm_deletes(absent, pending);
     std::vector<std::string> both = d.apply;
     both.insert(both.end(), d.hold.begin(), d.hold.end());
     std::sort(both.begin(), both.end());
     auto sorted_absent = absent;
     std::sort(sorted_absent.begin(), sorted_absent.end());
     CHECK(both == sorted_absent);
-    if (static_cast<double>(absent.size()) > fraction * n) {
-      auto p = as_set(pending);
-      for (const auto& id : d.apply) CHECK(p.contains(id));
-      for (const auto& id : d.hold) CHECK_FALSE(p.contains(id));
-    } else {
-      CHECK(d.hold.empty());
-    }
+    auto p = as_set(pending);
+    for (const auto& id : d.apply) CHECK(p.contains(id));
+    for (const auto& id : d.hold) CHECK_FALSE(p.contains(id));
   }
 }
 
@@ -700,6 +690,16 @@ TEST_CASE("full scans: other incremental feeds scan fully every full_scan_every-
                  scheduler::needs_full_scan(polled_feed(p + 1, false), inc, opt)));
   opt.full_scan_every = 1;
   CHECK(full_scans(inc, false, opt, 1, 30) == 30);
+}
+
+TEST_CASE("full scans: a feed holding deletes scans fully at its next poll, to confirm them") {
+  scheduler::feed_poll_options opt;
+  opt.full_scan_every = 12;
+  auto inc = object_with(true, false);
+  auto holding = polled_feed(1, false);
+  CHECK_FALSE(scheduler::needs_full_scan(holding, inc, opt));
+  holding.pending_deletes = {"r1"};
+  CHECK(scheduler::needs_full_scan(holding, inc, opt));
 }
 
 // ---- the schedule ----
