@@ -21,9 +21,10 @@ public:
     else
       co_await store_.mark_connection_healthy(std::move(connection_id));
   }
-  boost::asio::awaitable<void> auth_refreshed(std::string connection_id,
+  boost::asio::awaitable<bool> auth_refreshed(std::string connection_id, std::string based_on,
                                               std::string auth_json) override {
-    co_await store_.save_connection_auth(std::move(connection_id), std::move(auth_json));
+    co_return co_await store_.save_connection_auth(std::move(connection_id), std::move(based_on),
+                                                   std::move(auth_json));
   }
 
 private:

@@ -340,17 +340,22 @@ awaitable<bool> poller::refresh_token(scan_state& st) {
                                   token_url.value, resp->status));
   }
   st.access_token = std::string(token->get_string().value_unsafe());
-  {
-    std::lock_guard lock(mutex_);
-    access_tokens_[st.req.connection_id] = st.access_token;
-  }
   std::map<std::string, std::string> updates{{"access_token", st.access_token}};
   if (auto r = resolve_pointer(doc.root(), "/refresh_token"); r && r->is_string())
     updates["refresh_token"] = std::string(r->get_string().value_unsafe());
   if (auto e = resolve_pointer(doc.root(), "/expires_in"); e && e->is_number())
     updates["expiry_date"] = format_iso8601(
         clock_.now() + std::chrono::seconds(static_cast<long long>(e->get_double().value_unsafe())));
-  co_await events_.auth_refreshed(st.req.connection_id, merge_strings(st.req.auth_json, updates));
+  auto merged = merge_strings(st.req.auth_json, updates);
+  {
+    std::lock_guard lock(mutex_);
+    access_tokens_[st.req.connection_id] = {crypto::sha256_hex(st.req.auth_json), crypto::sha256_hex(merged),
+                                            st.access_token};
+  }
+  bool saved = co_await events_.auth_refreshed(st.req.connection_id, st.req.auth_json, merged);
+  if (!saved)
+    spdlog::info("connection {}: its auth changed during a token refresh; the new auth is kept",
+                 st.req.connection_id);
   co_return true;
 }
 
@@ -704,8 +709,10 @@ awaitable<scan_result> poller::scan(scan_request req, page_sink sink) {
   if (ok && st.req.definition->auth.scheme == "oauth2_refresh") {
     {
       std::lock_guard lock(mutex_);
-      if (auto it = access_tokens_.find(st.req.connection_id); it != access_tokens_.end())
-        st.access_token = it->second;
+      auto fingerprint = crypto::sha256_hex(st.req.auth_json);
+      if (auto it = access_tokens_.find(st.req.connection_id);
+          it != access_tokens_.end() && (it->second.from == fingerprint || it->second.into == fingerprint))
+        st.access_token = it->second.token;
     }
     if (st.access_token.empty()) st.access_token = expand_template("{auth.access_token|}", st.auth).value;
     if (st.access_token.empty()) ok = co_await refresh_token(st);

@@ -59,8 +59,9 @@ public:
   virtual ~connection_events() = default;
   virtual boost::asio::awaitable<void> unhealthy(std::string connection_id, unsigned status) = 0;
   virtual boost::asio::awaitable<void> healthy(std::string connection_id) = 0;
-  // New OAuth2 tokens, to be sealed into the connection's auth.
-  virtual boost::asio::awaitable<void> auth_refreshed(std::string connection_id,
+  // New OAuth2 tokens, to be sealed into the connection's auth in place of `based_on` (the auth
+  // the refresh started from); false when the auth changed meanwhile and was kept.
+  virtual boost::asio::awaitable<bool> auth_refreshed(std::string connection_id, std::string based_on,
                                                       std::string auth_json) = 0;
 };
 
@@ -103,7 +104,13 @@ private:
   poller_options options_;
   std::mutex mutex_;
   std::map<std::string, std::shared_ptr<budget>> budgets_;      // per connection
-  std::map<std::string, std::string> access_tokens_;            // per connection (OAuth2)
+  // Per connection (OAuth2): a refreshed access token, valid only with the auth it was refreshed
+  // from or the auth it was saved into (fingerprints); a connection whose auth changed since
+  // (PATCHed, on any instance) misses it.
+  struct cached_token {
+    std::string from, into, token;
+  };
+  std::map<std::string, cached_token> access_tokens_;
 };
 
 // RFC 8288: the URL of rel="next" in a Link header, or empty.

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <set>
 #include <unordered_map>
+#include <unordered_set>
 
 #include <fmt/format.h>
 
@@ -17,7 +18,14 @@ using awaitable = boost::asio::awaitable<T>;
 
 namespace {
 
-constexpr int max_log_read = 5000;  // log entries read for one lane at most
+constexpr int max_log_read = 5000;  // log entries read for one lane at most...
+
+// ... unless one page needs more: a read must hold a whole page and one entry beyond it (which
+// tells whether the page is the last), or a page_max_limit above max_log_read would never fill.
+std::int64_t read_limit(int page_max_limit, int ahead) {
+  auto page = std::int64_t{page_max_limit};
+  return std::max(page + 1, std::min<std::int64_t>(max_log_read, page * ahead + 1));
+}
 
 std::string bigint_array_literal(const std::vector<std::int64_t>& values) {
   std::string out = "{";
@@ -149,7 +157,7 @@ void read_unread(pqxx::transaction_base& tx, std::vector<lane_input*>& lanes, in
     ids.push_back(in->webhook_id);
     feeds.push_back(in->target.feed_id);
     cursors.push_back(in->target.cursor_seq);
-    limits.push_back(std::min<std::int64_t>(max_log_read, std::int64_t{in->hook->page_max_limit} * ahead + 1));
+    limits.push_back(read_limit(in->hook->page_max_limit, ahead));
     by_id[in->webhook_id] = in;
   }
   if (ids.empty()) return;
@@ -172,7 +180,7 @@ void read_unread(pqxx::transaction_base& tx, std::vector<lane_input*>& lanes, in
 
 // Initial sync: the next snapshot records (id order, byte-wise) and the log head read with them.
 void read_snapshot(pqxx::transaction_base& tx, lane_input& in, int ahead) {
-  auto limit = std::min<std::int64_t>(max_log_read, std::int64_t{in.hook->page_max_limit} * ahead + 1);
+  auto limit = read_limit(in.hook->page_max_limit, ahead);
   in.snapshot_head = tx.exec1(fmt::format("select head_seq from feeds where id = {}", in.target.feed_id))[0]
                          .as<std::int64_t>();
   auto r = tx.exec(fmt::format("select record_id, record from feed_records where feed_id = {} "
@@ -303,7 +311,9 @@ void insert_attempts(write_context& w, const std::vector<attempt_row>& rows) {
 }
 
 // Acknowledged deliveries: their attempts recorded, the deliveries gone (before the rows lock).
-void delivered_rows(write_context& w, const std::vector<const lane_write*>& writes) {
+// Returns the ids that were still there: a delivery cancelled meanwhile (its webhook moved to
+// another feed) moves no cursor.
+std::unordered_set<std::string> delivered_rows(write_context& w, const std::vector<const lane_write*>& writes) {
   std::vector<attempt_row> rows;
   std::vector<std::string> ids;
   for (const auto* lw : writes)
@@ -311,9 +321,13 @@ void delivered_rows(write_context& w, const std::vector<const lane_write*>& writ
       rows.push_back({&d.id, &lw->webhook_id, &a});
       ids.push_back(d.id);
     }
-  if (ids.empty()) return;
+  std::unordered_set<std::string> gone;
+  if (ids.empty()) return gone;
   insert_attempts(w, rows);
-  w.tx.exec0("delete from deliveries where id = any(" + w.tx.quote(text_array_literal(ids)) + "::text[])");
+  auto r = w.tx.exec("delete from deliveries where id = any(" + w.tx.quote(text_array_literal(ids)) +
+                     "::text[]) returning id");
+  for (const auto& row : r) gone.insert(row[0].as<std::string>());
+  return gone;
 }
 
 // For a delivered initial page: its progress and its {after, head} boundary.
@@ -326,14 +340,15 @@ std::string initial_page_update(pqxx::work& tx, const pending_delivery& d) {
 }
 
 // ... and the webhooks' cursors (after the rows lock).
-void update_cursors(write_context& w, const std::vector<const lane_write*>& writes) {
+void update_cursors(write_context& w, const std::vector<const lane_write*>& writes,
+                    const std::unordered_set<std::string>& acknowledged) {
   auto& tx = w.tx;
   // One row per webhook: UPDATE ... FROM applies only one of several matching rows.
   std::map<std::string, std::int64_t> cursor_of;
   for (const auto* lw : writes) {
-    if (lw->delivered.empty()) continue;
-    auto& seq = cursor_of[lw->webhook_id];
     for (const auto& [d, a] : lw->delivered) {
+      if (!acknowledged.contains(d.id)) continue;
+      auto& seq = cursor_of[lw->webhook_id];
       seq = std::max(seq, d.seq_to);
       if (d.type.starts_with("INITIAL-"))
         tx.exec0("update webhooks set id = id" + initial_page_update(tx, d) + " where id = " +
@@ -432,12 +447,12 @@ std::vector<lane_write_result> delivery_store::write_lanes(pqxx::connection& c,
   for (const auto& lw : writes)
     if (held.contains(lw.webhook_id)) live.push_back(&lw);
   insert_records(w, live);
-  delivered_rows(w, live);
+  auto acknowledged = delivered_rows(w, live);
   if (!held.empty() && leases_held(tx, held, owner_, true) != held)
     throw std::runtime_error("a delivery lease changed hands during a batched write");
   std::vector<lane_write_result> out(writes.size());
   skip_cursors(w, live);
-  update_cursors(w, live);
+  update_cursors(w, live, acknowledged);
   for (std::size_t i = 0; i < writes.size(); ++i) {
     out[i].held = held.contains(writes[i].webhook_id);
     if (out[i].held && writes[i].failed) out[i].consecutive_failures = write_failed(w, writes[i], unhealthy_after_);

@@ -1,5 +1,7 @@
 #include "storage/store.hpp"
 
+#include <algorithm>
+#include <map>
 #include <stdexcept>
 #include <unordered_map>
 
@@ -290,11 +292,64 @@ awaitable<std::vector<connection>> store::list_connections(std::string workspace
   co_return co_await db_.run(std::move(job));
 }
 
+namespace {
+
+// Auth members that are credentials (rotated by hookd or the user) rather than the account the
+// connection reads.
+bool is_credential_key(std::string_view k) {
+  static constexpr std::string_view keys[] = {
+      "token", "access_token", "refresh_token", "expiry_date", "expires_at", "expires_in", "key",
+      "api_key", "password", "client_id", "client_secret", "token_url", "webhook_secret"};
+  return std::find(std::begin(keys), std::end(keys), k) != std::end(keys);
+}
+
+// Which source a connection reads: its integration and every auth member that is not a
+// credential (api_url, meta, subdomain, ...), as canonical text.
+std::string source_identity(const std::string& integration_type, std::string_view auth_json) {
+  std::map<std::string, std::string> members;
+  json::document doc;
+  if (!json::document::parse(auth_json, doc) && doc.root().is_object()) {
+    simdjson::dom::object o = doc.root().get_object().value_unsafe();
+    for (auto [k, v] : o)
+      if (!is_credential_key(k)) members[std::string(k)] = json::to_string(v);
+  }
+  std::string out = integration_type;
+  for (const auto& [k, v] : members) out += "\n" + k + "=" + v;
+  return out;
+}
+
+// Another source behind the connection: its feeds start again from a fresh, silent baseline
+// (their snapshots are of the old source, and diffing the new one against them would report
+// every record as deleted or created), and their webhooks skip what the old source logged.
+// The change log and its sequence go on, so cursors stay monotonic; a poll of the old source
+// still in flight loses its poll lease and its writes are fenced off.
+void start_feeds_afresh(pqxx::work& tx, const std::string& connection_id) {
+  auto id = tx.quote(connection_id);
+  tx.exec("select id from feeds where connection_id = " + id + " order by id for update");
+  tx.exec("select id from webhooks where connection_id = " + id + " order by id for update");
+  tx.exec0("delete from feed_records where feed_id in (select id from feeds where connection_id = " + id + ")");
+  tx.exec0("update feeds set baseline_done = false, record_count = 0, polls = 0, high_water = null, "
+           "pending_deletes = '[]', poll_owner = null, poll_expires_at = null, last_polled_at = null, "
+           "last_poll_started_at = null, last_complete_at = null, last_full_scan_at = null, last_error = '' "
+           "where connection_id = " + id);
+  tx.exec0("delete from deliveries where webhook_id in (select id from webhooks where connection_id = " + id + ")");
+  tx.exec0("update webhooks w set cursor_seq = f.head_seq, initial_sync_done = not w.include_all, "
+           "initial_after = '', initial_pages = '[]' from feeds f where f.id = w.feed_id and w.connection_id = " + id);
+}
+
+}  // namespace
+
 awaitable<std::optional<connection>> store::update_connection(connection c) {
   c.updated_at = clock_.now();
   auto sealed = cipher_.seal(c.auth_json);
-  auto job = [c, sealed](pqxx::connection& conn) {
+  auto job = [this, c, sealed](pqxx::connection& conn) {
     pqxx::work tx(conn);
+    auto before = tx.exec("select integration_type, auth_sealed from connections where workspace_id = " +
+                          tx.quote(c.workspace_id) + " and id = " + tx.quote(c.id));
+    if (before.empty()) return false;
+    auto old_auth = cipher_.open(before[0][1].as<std::string>()).value_or("");
+    if (source_identity(before[0][0].as<std::string>(), old_auth) != source_identity(c.integration_type, c.auth_json))
+      start_feeds_afresh(tx, c.id);
     auto r = tx.exec(
         "update connections set integration_type = " + tx.quote(c.integration_type) +
         ", integration_name = " + tx.quote(c.integration_name) +
@@ -400,14 +455,18 @@ awaitable<void> store::mark_connection_unhealthy(std::string id, unsigned status
   co_await db_.run(std::move(job));
 }
 
-awaitable<void> store::save_connection_auth(std::string id, std::string auth_json) {
+awaitable<bool> store::save_connection_auth(std::string id, std::string based_on, std::string auth_json) {
   auto sealed = cipher_.seal(auth_json);
-  auto job = [id, sealed](pqxx::connection& conn) {
+  auto job = [this, id, based_on, sealed](pqxx::connection& conn) {
     pqxx::work tx(conn);
+    auto r = tx.exec("select auth_sealed from connections where id = " + tx.quote(id) + " for update");
+    // Only over the auth it was made from: a PATCH since then holds newer credentials.
+    if (r.empty() || cipher_.open(r[0][0].as<std::string>()) != based_on) return false;
     tx.exec0("update connections set auth_sealed = " + tx.quote(sealed) + " where id = " + tx.quote(id));
     tx.commit();
+    return true;
   };
-  co_await db_.run(std::move(job));
+  co_return co_await db_.run(std::move(job));
 }
 
 namespace {
@@ -535,10 +594,15 @@ awaitable<std::optional<webhook>> store::update_webhook(webhook h,
                          " for share");
     if (owner.empty()) return std::nullopt;
     auto current = tx.exec(
-        "select coalesce(f.connection_id, ''), coalesce(f.object_type, ''), coalesce(f.filter_key, '') "
-        "from webhooks w left join feeds f on f.id = w.feed_id where w.workspace_id = " +
+        "select coalesce(f.connection_id, ''), coalesce(f.object_type, ''), coalesce(f.filter_key, ''), "
+        "w.is_paused from webhooks w left join feeds f on f.id = w.feed_id where w.workspace_id = " +
         tx.quote(h.workspace_id) + " and w.id = " + tx.quote(h.id) + " for update of w");
     if (current.empty()) return std::nullopt;
+    // Unpausing gives the outstanding delivery a fresh retry schedule, tried at once: the
+    // schedule that paused it was exhausted, and one more attempt would pause it again.
+    if (current[0][3].as<bool>() && !h.is_paused)
+      tx.exec0("update deliveries set attempts = 0, next_attempt_at = " + timestamp_sql(tx, h.updated_at) +
+               " where webhook_id = " + tx.quote(h.id));
     tx.exec0("update webhooks set " + webhook_values_sql(tx, h, sealed) +
              ", connection_id = " + tx.quote(h.connection_id) +
              ", integration_type = " + tx.quote(owner[0][0].as<std::string>()) +
@@ -550,8 +614,15 @@ awaitable<std::optional<webhook>> store::update_webhook(webhook h,
     // Another source stream: the webhook moves to that feed, starting at its head.
     if (current[0][0].as<std::string>() != h.connection_id ||
         current[0][1].as<std::string>() != h.object_type ||
-        current[0][2].as<std::string>() != filter_key(pushed))
+        current[0][2].as<std::string>() != filter_key(pushed)) {
+      // The outstanding delivery carries the old stream's records and its cursor position:
+      // it is cancelled (an acknowledgement in flight then moves no cursor), and an include_all
+      // webhook syncs the new stream from the start.
+      tx.exec0("delete from deliveries where webhook_id = " + tx.quote(h.id));
+      tx.exec0("update webhooks set initial_sync_done = not include_all, initial_after = '', "
+               "initial_pages = '[]' where id = " + tx.quote(h.id));
       assign_feed(tx, h.id, h.connection_id, h.object_type, pushed);
+    }
     auto out = webhook_from_row(
         tx.exec1("select " + webhook_columns + " from webhooks where id = " + tx.quote(h.id)), cipher_);
     // Every instance's delivery lane for it reads it again before its next POST.

@@ -71,7 +71,9 @@ public:
   std::vector<bool> mark_healthy_batch(pqxx::connection& c, const std::vector<std::string>& ids) const;
   awaitable<void> mark_connection_unhealthy(std::string id, unsigned status);
   // Replaces the sealed auth (refreshed OAuth2 tokens).
-  awaitable<void> save_connection_auth(std::string id, std::string auth_json);
+  // Replaces the connection's auth with `auth_json` (refreshed tokens) if it still is
+  // `based_on`; false (nothing written) when it changed meanwhile or the connection is gone.
+  awaitable<bool> save_connection_auth(std::string id, std::string based_on, std::string auth_json);
 
   // Webhooks. create/update return nullopt when the connection is not in the workspace.
   // `pushed` are the filters the source applies itself: they select the webhook's feed.

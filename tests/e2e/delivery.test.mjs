@@ -553,6 +553,14 @@ describe('delivery end to end (issue 5)', () => {
       assert.ok(g.runs.some((r) => /exhausted|paused|retr/i.test(r)), `the reason is in the runs: ${JSON.stringify(g.runs)}`);
       await sleep(3000);
       assert.equal(w.rx.requests.length, 3, 'nothing more once paused');
+
+      // Unpausing starts a fresh schedule: three more attempts (not one), then paused again.
+      const p = await w.api('PATCH', `/unified/webhook/${hook.id}`, { body: { is_paused: false } });
+      assert.equal(p.status, 200, p.text);
+      await until(async () => (await getWebhook(w, hook.id)).is_paused && w.rx.requests.length >= 6,
+        { what: 'three more attempts, then paused again', daemon: w.daemon });
+      assert.equal(w.rx.requests.length, 6, 'the first attempt and two retries, again');
+      assert.equal(new Set(w.rx.requests.map((r) => r.headers['webhook-id'])).size, 1, 'the same delivery throughout');
     } finally {
       await w.cleanup();
     }

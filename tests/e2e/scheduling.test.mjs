@@ -509,6 +509,45 @@ describe('failing sources', () => {
     assert.deepEqual(deletes, ['242', '42']);
   });
 
+  test('a record deleted from page 1 while page 2 is asked for: exactly that delete, nothing for the record that shifted', { timeout: TEST_TIMEOUT }, async () => {
+    // json-server pages by _page: deleting a record of page 1 between the two requests moves
+    // record 101 onto page 1 after it was read, so the scan never sees 101. Only the record
+    // really deleted may be reported; 101 must not be deleted (and then re-created).
+    const src = await source({ contacts: contacts(150) });
+    const d = await daemon();
+    const conn = await createConnection(d, src.url);
+    const hooks = {};
+    for (const event of ['created', 'updated', 'deleted'])
+      hooks[event] = await createWebhook(d, conn, event, { hook_url: `${stub.url}/shift/${event}` });
+    const feed = await feedOf(hooks.deleted.id);
+    await waitForBaseline(feed);
+    let armed = true;
+    src.beforeForward = async (r) => {
+      if (armed && r.path === '/contacts' && r.query.get('_page') === '2') {
+        armed = false;
+        await src.remove('contacts', '50');
+      }
+    };
+    const ids = Object.values(hooks).map((h) => h.id);
+    await waitFor(async () => (await changeLog(feed)).some((e) => e.kind === 'deleted'), {
+      what: 'the delete of record 50, confirmed by a second scan',
+      timeoutMs: 30_000,
+      detail: async () => describeRuns(await runs(ids)),
+    });
+    // Two more complete scans: nothing else may come.
+    await waitForPolledRun(ids, Date.now());
+    await waitForPolledRun(ids, Date.now());
+    const log = await changeLog(feed);
+    assert.deepEqual(log.map((e) => `${e.kind} ${e.id}`), ['deleted 50'], 'the change log holds only the real delete');
+    const posted = (event) => stub.requests.filter((r) => r.url === `/shift/${event}`)
+      .flatMap((r) => JSON.parse(r.body).data.map((x) => x.id));
+    await waitFor(async () => posted('deleted').length > 0, { what: 'the deleted delivery' });
+    assert.deepEqual(posted('deleted'), ['50'], 'the deleted webhook receives exactly record 50');
+    assert.deepEqual(posted('created'), [], 'nothing is created');
+    assert.deepEqual(posted('updated'), [], 'nothing is updated');
+    assert.equal((await feedState(feed)).snapshotSize, 149);
+  });
+
   test('a scan that finds records gone holds the deletes until a second complete scan agrees', { timeout: TEST_TIMEOUT }, async () => {
     const src = await source({ contacts: contacts(40) });
     const d = await daemon();

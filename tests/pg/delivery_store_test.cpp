@@ -152,6 +152,56 @@ TEST_CASE_FIXTURE(engine_fixture, "a lane reads its unread log through the curso
   CHECK(in[0].unread.empty());
 }
 
+TEST_CASE_FIXTURE(engine_fixture, "a page_max_limit above the usual read size is read whole: the log and the initial snapshot") {
+  auto h = make_webhook("created", 6000);
+  auto feed = feed_of(h);
+  log_changes(feed, 1, 7000);
+  REQUIRE(test::await(a.claim(10, 60s)).size() == 1);
+  auto in = read(a, {h.id}, 4);
+  CHECK(in[0].unread.size() == 6001);  // one page, and one entry to see that it is not the last
+  CHECK(in[0].unread_more);
+
+  // include_all on a ready feed: the first snapshot read holds a whole page too.
+  webhook all;
+  all.workspace_id = ws.id;
+  all.connection_id = conn.id;
+  all.object_type = "crm_contact";
+  all.event = "created";
+  all.hook_url = "https://example.com/all";
+  all.page_max_limit = 6000;
+  auto saved = test::await(store.create_webhook(all, true, {}));
+  REQUIRE(saved);
+  ex.run_sync([&](pqxx::connection& c) {
+    pqxx::work tx(c);
+    tx.exec0(fmt::format("update feeds set baseline_done = true where id = {}", feed));
+    tx.commit();
+  });
+  REQUIRE(test::await(a.claim(10, 60s)).size() == 1);
+  auto initial = read(a, {saved->id}, 4);
+  REQUIRE(initial[0].hook);
+  CHECK(initial[0].snapshot.size() == 6001);
+  CHECK(initial[0].snapshot_more);
+}
+
+TEST_CASE_FIXTURE(engine_fixture, "a webhook moved to another feed: its outstanding delivery is cancelled and a late ack moves no cursor") {
+  auto h = make_webhook("created");
+  log_changes(feed_of(h), 1, 3);
+  REQUIRE(test::await(a.claim(10, 60s)).size() == 1);
+  write(a, {lane_write{h.id, {delivery("msg_old", 3)}, {}, {}, {}, {}}});
+  REQUIRE(scalar("select count(*) from deliveries") == 1);
+  // Another object type: another feed (a new one, at head 0).
+  h.object_type = "crm_company";
+  REQUIRE(test::await(store.update_webhook(h, {})));
+  CHECK(scalar("select count(*) from deliveries") == 0);
+  CHECK(scalar("select cursor_seq from webhooks where id = '" + h.id + "'") == 0);
+  // The POST that was in flight is acknowledged now: recorded as an attempt, no cursor moves.
+  storage::attempt_record ok{1, 200u, 5, ""};
+  auto r = write(a, {lane_write{h.id, {}, {}, {{delivery("msg_old", 3), ok}}, {}, {}}});
+  REQUIRE(r[0].held);
+  CHECK(scalar("select cursor_seq from webhooks where id = '" + h.id + "'") == 0);
+  CHECK(scalar("select count(*) from delivery_attempts where delivery_id = 'msg_old'") == 1);
+}
+
 TEST_CASE_FIXTURE(engine_fixture, "one batched write acknowledges several POSTs of one webhook and of others: each cursor moves to its last") {
   auto h1 = make_webhook("created");
   auto h2 = make_webhook("updated");

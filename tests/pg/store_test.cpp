@@ -1,4 +1,5 @@
 #include "pg_fixture.hpp"
+#include "storage/feed_store.hpp"
 #include "storage/migrations.hpp"
 #include "storage/store.hpp"
 
@@ -107,6 +108,64 @@ TEST_CASE_FIXTURE(store_fixture, "connection updates and deletes are confined to
   REQUIRE(updated);
   CHECK(updated->updated_at == clk.now());
   CHECK(test::await(store.get_connection(ws.id, c.id))->external_xref == "mine");
+}
+
+TEST_CASE_FIXTURE(store_fixture, "another source behind a connection starts its feeds afresh; new credentials do not") {
+  auto c = make_connection(ws);
+  auto h = make_webhook(c);
+  storage::feed_store feeds{ex, clk};
+  auto feed = count("select feed_id from webhooks where id = '" + h.id + "'");
+  std::vector<changes::change> cs{{"1", changes::change_kind::created, "h1", R"({"id":"1"})"},
+                                  {"2", changes::change_kind::created, "h2", R"({"id":"2"})"}};
+  test::await(feeds.apply_changes(feed, cs, false));
+  ex.run_sync([&](pqxx::connection& conn) {
+    pqxx::work tx(conn);
+    tx.exec0(fmt::format("update feeds set baseline_done = true, polls = 4, high_water = now(), "
+                         "last_poll_started_at = now() where id = {}", feed));
+    tx.exec0(fmt::format("insert into deliveries(id, webhook_id, seq_to, type, body, records, next_attempt_at, "
+                         "created_at) values ('msg_1', '{}', 2, 'VIRTUAL', '{{}}', 2, now(), now())", h.id));
+    tx.commit();
+  });
+  auto snapshot = [&] { return count(fmt::format("select count(*) from feed_records where feed_id = {}", feed)); };
+  REQUIRE(snapshot() == 2);
+
+  // A rotated token: the same account, nothing is reset.
+  c.auth_json = R"({"token":"tok-rotated","api_url":"http://x"})";
+  REQUIRE(test::await(store.update_connection(c)));
+  CHECK(snapshot() == 2);
+  CHECK(count(fmt::format("select count(*) from feeds where id = {} and baseline_done", feed)) == 1);
+  CHECK(count("select count(*) from deliveries") == 1);
+
+  // Another api_url: another source. A fresh, silent baseline; the old stream's delivery is
+  // cancelled and the webhook skips to the log head.
+  c.auth_json = R"({"token":"tok-rotated","api_url":"http://elsewhere"})";
+  REQUIRE(test::await(store.update_connection(c)));
+  CHECK(snapshot() == 0);
+  CHECK(count(fmt::format("select count(*) from feeds where id = {} and not baseline_done and polls = 0 "
+                          "and high_water is null and last_poll_started_at is null", feed)) == 1);
+  CHECK(count("select count(*) from deliveries") == 0);
+  CHECK(count("select cursor_seq from webhooks where id = '" + h.id + "'") == 2);
+
+  // Another integration: the same.
+  test::await(feeds.apply_changes(feed, cs, true));
+  REQUIRE(snapshot() == 2);
+  c.integration_type = "hubspot";
+  REQUIRE(test::await(store.update_connection(c)));
+  CHECK(snapshot() == 0);
+}
+
+TEST_CASE_FIXTURE(store_fixture, "refreshed tokens are saved only over the auth they were refreshed from") {
+  auto c = make_connection(ws);
+  auto base = c.auth_json;
+  CHECK(test::await(store.save_connection_auth(c.id, base, R"({"token":"refreshed","api_url":"http://x"})")));
+  CHECK(test::await(store.get_connection(ws.id, c.id))->auth_json == R"({"token":"refreshed","api_url":"http://x"})");
+  // A PATCH lands while another refresh (from the older auth) is under way: the PATCH stays.
+  c.auth_json = R"({"token":"patched","api_url":"http://x"})";
+  REQUIRE(test::await(store.update_connection(c)));
+  CHECK_FALSE(test::await(store.save_connection_auth(c.id, R"({"token":"refreshed","api_url":"http://x"})",
+                                                     R"({"token":"late","api_url":"http://x"})")));
+  CHECK(test::await(store.get_connection(ws.id, c.id))->auth_json == c.auth_json);
+  CHECK_FALSE(test::await(store.save_connection_auth("no-such-connection", base, base)));
 }
 
 TEST_CASE_FIXTURE(store_fixture, "deleting a connection deletes its webhooks") {
