@@ -277,7 +277,7 @@ TEST_CASE("config: numbers out of range are errors") {
   CHECK(contains(error_of_env("HOOKD_MAX_BODY_BYTES", "1023"), "'max_body_bytes'"));
   CHECK(contains(error_of_env("HOOKD_MAX_CONNECTIONS", "0"), "'max_connections'"));
   CHECK(contains(error_of_env("HOOKD_MAX_CONNECTIONS", "0"),
-                 "must be an integer from 1 to 1000000, got 0"));
+                 "must be an integer from 1 to 1000000, got \"0\""));
   CHECK(contains(error_of_env("HOOKD_MAX_CONNECTIONS", "many"), "'max_connections'"));
   CHECK(load_config(env_only({{"HOOKD_MAX_CONNECTIONS", "20000"}})).max_connections == 20000);
   CHECK(contains(error_of_env("HOOKD_IDLE_TIMEOUT_SECONDS", "0"),
