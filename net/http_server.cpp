@@ -52,23 +52,68 @@ http_server::http_server(asio::io_context& ioc, const tcp::endpoint& endpoint,
 
 tcp::endpoint http_server::local_endpoint() const { return acceptor_.local_endpoint(); }
 
+namespace {
+
+// The completion handler of a spawned server coroutine: nothing ends silently.
+auto log_failure(const char* what) {
+  return [what](std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      spdlog::error("{} failed: {}", what, ex.what());
+    }
+  };
+}
+
+// Out of file descriptors (or kernel memory), accept fails at once until a connection closes.
+bool out_of_resources(const boost::system::error_code& ec) {
+  return ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space ||
+         ec == asio::error::no_memory || ec == boost::system::errc::too_many_files_open_in_system;
+}
+
+// After a failed accept: logs it (resource exhaustion at most every 10 s, or it would be a
+// line per attempt) and, when descriptors ran out below max_connections (a low `ulimit -n`),
+// gives back an idle client's before the database pools or deliveries miss one, or else
+// pauses rather than spin.
+class accept_recovery {
+public:
+  explicit accept_recovery(asio::any_io_executor ex) : pause_(ex) {}
+
+  asio::awaitable<void> after(const boost::system::error_code& ec, connection_table& connections) {
+    bool exhausted = out_of_resources(ec);
+    auto now = std::chrono::steady_clock::now();
+    if (!exhausted || now - last_warning_ > std::chrono::seconds(10)) {
+      spdlog::warn("accept failed: {}{}", ec.message(),
+                   exhausted ? " (logged at most every 10 s)" : "");
+      if (exhausted) last_warning_ = now;
+    }
+    if (!exhausted) co_return;
+    if (connections.shed_one()) {
+      // Its close is queued already: let it run, then accept again.
+      co_await asio::post(pause_.get_executor(), asio::use_awaitable);
+      co_return;
+    }
+    pause_.expires_after(std::chrono::milliseconds(100));
+    co_await pause_.async_wait(tuple_awaitable);
+  }
+
+private:
+  asio::steady_timer pause_;
+  std::chrono::steady_clock::time_point last_warning_{};
+};
+
+}  // namespace
+
 void http_server::start() {
-  asio::co_spawn(ioc_, accept_loop(state_, acceptor_), [](std::exception_ptr e) {
-    if (!e) return;
-    try {
-      std::rethrow_exception(e);
-    } catch (const std::exception& ex) {
-      spdlog::error("HTTP accept loop failed: {}", ex.what());
-    }
-  });
-  asio::co_spawn(ioc_, report_loop(state_), [](std::exception_ptr e) {
-    if (!e) return;
-    try {
-      std::rethrow_exception(e);
-    } catch (const std::exception& ex) {
-      spdlog::error("HTTP connection report failed: {}", ex.what());
-    }
-  });
+  asio::co_spawn(ioc_, accept_loop(state_, acceptor_), log_failure("HTTP accept loop"));
+  asio::co_spawn(ioc_, report_loop(state_), log_failure("HTTP connection report"));
+}
+
+void http_server::stop() {
+  state_->stopping = true;
+  boost::system::error_code ec;
+  acceptor_.close(ec);
 }
 
 asio::awaitable<void> http_server::report_loop(std::shared_ptr<state> s) {
@@ -80,61 +125,20 @@ asio::awaitable<void> http_server::report_loop(std::shared_ptr<state> s) {
   }
 }
 
-void http_server::stop() {
-  state_->stopping = true;
-  boost::system::error_code ec;
-  acceptor_.close(ec);
-}
-
-namespace {
-
-void log_session_exception(std::exception_ptr e) {
-  if (!e) return;
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& ex) {
-    spdlog::error("HTTP session failed: {}", ex.what());
-  }
-}
-
-// Out of file descriptors (or kernel memory), accept fails at once until a connection closes:
-// pausing keeps that from becoming a busy loop that logs once per attempt.
-bool out_of_resources(const boost::system::error_code& ec) {
-  return ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space ||
-         ec == asio::error::no_memory || ec == boost::system::errc::too_many_files_open_in_system;
-}
-
-}  // namespace
-
 asio::awaitable<void> http_server::accept_loop(std::shared_ptr<state> s, tcp::acceptor& acceptor) {
-  asio::steady_timer pause(acceptor.get_executor());
-  auto last_warning = std::chrono::steady_clock::time_point{};
+  accept_recovery recovery(acceptor.get_executor());
   for (;;) {
     // Each connection runs on its own strand, so that the connection table may close it from
-    // the accept loop (to make room) without racing its session.
+    // here (to make room) without racing its session.
     asio::any_io_executor strand = asio::make_strand(acceptor.get_executor());
-    auto [ec, socket] = co_await acceptor.async_accept(strand, tuple_awaitable);
+    auto accepted = co_await acceptor.async_accept(strand, tuple_awaitable);
+    auto ec = std::get<0>(accepted);
     if (ec == asio::error::operation_aborted || s->stopping) co_return;
     if (ec) {
-      bool exhausted = out_of_resources(ec);
-      auto now = std::chrono::steady_clock::now();
-      if (!exhausted || now - last_warning > std::chrono::seconds(10)) {
-        spdlog::warn("accept failed: {}{}", ec.message(),
-                     exhausted ? " (pausing accepts; logged at most every 10 s)" : "");
-        if (exhausted) last_warning = now;
-      }
-      if (!exhausted) continue;
-      // Descriptors ran out below max_connections (a low `ulimit -n`): an idle client's is
-      // the one to give back, before the database pools or deliveries miss one.
-      if (s->connections->shed_one()) {
-        // Its close is queued already: let it run, then accept again.
-        co_await asio::post(acceptor.get_executor(), asio::use_awaitable);
-        continue;
-      }
-      pause.expires_after(std::chrono::milliseconds(100));
-      co_await pause.async_wait(tuple_awaitable);
+      co_await recovery.after(ec, *s->connections);
       continue;
     }
+    auto& socket = std::get<1>(accepted);
     auto slot = s->connections->admit(socket.get_executor());
     if (!slot) {
       boost::system::error_code ignored;
@@ -142,7 +146,7 @@ asio::awaitable<void> http_server::accept_loop(std::shared_ptr<state> s, tcp::ac
       continue;
     }
     auto ex = socket.get_executor();
-    asio::co_spawn(ex, session(s, std::move(socket), std::move(slot)), log_session_exception);
+    asio::co_spawn(ex, session(s, std::move(socket), std::move(slot)), log_failure("HTTP session"));
   }
 }
 
