@@ -186,6 +186,36 @@ test('slow-loris: headers dribbled past request_timeout_seconds get 408 and a cl
   await assertServing('after slow-loris');
 });
 
+test('more slow-loris clients than max_connections: the longest waiting are closed, others are still served', async () => {
+  const MAX = 50;
+  const small = await startDaemon({
+    env: { HOOKD_REQUEST_TIMEOUT_SECONDS: String(REQUEST_TIMEOUT_S), HOOKD_MAX_CONNECTIONS: String(MAX) },
+  });
+  try {
+    const clients = [];
+    for (let i = 0; i < 3 * MAX; i++) {
+      const c = rawClient(small.port);
+      await c.connected;
+      c.send('GET /unified/webhook HTTP/1.1\r\n');
+      dribble(c, Array.from({ length: 40 }, (_, j) => `X-Dribble-${j}: ${j}\r\n`), 300);
+      clients.push(c);
+    }
+    await sleep(300);
+    await assertServing('slow-loris past max_connections', small, small.apiKey);
+    const ends = await Promise.all(clients.map((c) => c.closed));
+    const dropped = ends.filter((e) => e.text === '');
+    const timedOut = ends.filter((e) => e.text !== '');
+    for (const e of timedOut) assertError(parseResponse(e.text), 408, 'request_timeout');
+    // The first 100 made room for the next ones (and the normal request took one more place).
+    assert.ok(dropped.length >= 2 * MAX, `${dropped.length} closed to make room`);
+    assert.ok(timedOut.length >= 1 && timedOut.length <= MAX, `${timedOut.length} got 408`);
+    for (const e of dropped) assert.ok(e.ms < REQUEST_TIMEOUT_S * 1000, `a dropped one was closed only after ${e.ms} ms`);
+    assert.match(small.logs(), /connection limit reached \(max_connections 50\)/);
+  } finally {
+    await small.stop();
+  }
+});
+
 test('a body slower than request_timeout_seconds gets 408 and a closed connection', async () => {
   const c = rawClient();
   await c.connected;
