@@ -73,8 +73,11 @@ maybe_error read_number(std::string_view field, element v, double& out) {
 maybe_error read_int(std::string_view field, element v, int& out) {
   double d = 0;
   if (auto e = read_number(field, v, d)) return e;
-  if (d != std::trunc(d) || std::fabs(d) > 1e9)
+  if (d != std::trunc(d))
     return invalid_field(std::string(field), fmt::format("{} must be an integer", field));
+  if (std::fabs(d) > 1e9)
+    return invalid_field(std::string(field),
+                         fmt::format("{} is out of range: {}", field, json::format_number(d)));
   out = static_cast<int>(d);
   return std::nullopt;
 }

@@ -11,6 +11,7 @@
 #include "sources/template.hpp"
 
 #include "core/json.hpp"
+#include "core/json_input.hpp"
 #include "core/query.hpp"
 
 namespace hookd {
@@ -96,13 +97,15 @@ bool is_json_content_type(const net::request& req) {
   return type == "application/json";
 }
 
-// Parses the request body as a JSON object (415, 400 otherwise).
+// Parses the request body as a JSON object (415, 400 otherwise). Bodies come from anyone
+// holding a key: they are held to json::parse_input's limits (depth, numbers, duplicate keys,
+// NUL, UTF-8), and the 400 names the member at fault where it can.
 std::optional<api_error> parse_body(const net::request& req, json::document& doc) {
   if (!is_json_content_type(req))
     return api_error{415, "unsupported_media_type", "",
                      "the request body must be JSON (content-type: application/json)"};
-  if (auto err = json::document::parse(req.body(), doc))
-    return api_error{400, "invalid_json", "", *err};
+  if (auto problem = json::parse_input(req.body(), doc))
+    return api_error{400, "invalid_json", problem->field, problem->message};
   if (!doc.root().is_object())
     return api_error{400, "invalid_body", "", "the request body must be a JSON object"};
   return std::nullopt;

@@ -4,6 +4,7 @@
 #include <iostream>
 #include <thread>
 
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
@@ -182,6 +183,28 @@ asio::awaitable<void> watchdog_loop(asio::io_context& ioc, std::uint64_t usec) {
   }
 }
 
+// Each inbound connection holds a descriptor; so do the delivery lanes' connections, the
+// database pools and the log. The soft limit (often 1024) is raised to the hard one, as
+// servers commonly do; a hard limit below what the configuration needs is worth a warning,
+// since accepts then fail (and pause) before max_connections is reached.
+void raise_descriptor_limit(const config& cfg) {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+  if (limit.rlim_cur < limit.rlim_max) {
+    rlimit raised = limit;
+    raised.rlim_cur = limit.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) limit = raised;
+  }
+  auto needed = static_cast<rlim_t>(cfg.max_connections) + static_cast<rlim_t>(cfg.delivery_lanes) +
+                static_cast<rlim_t>(cfg.db_pool_size + cfg.db_scheduler_pool_size +
+                                    cfg.db_delivery_pool_size) +
+                64;
+  if (limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur < needed)
+    spdlog::warn("the open file limit is {} but max_connections {} and delivery_lanes {} need "
+                 "about {}: raise LimitNOFILE= (ulimit -n) or lower max_connections",
+                 limit.rlim_cur, cfg.max_connections, cfg.delivery_lanes, needed);
+}
+
 void log_request(const net::request_log_entry& e) {
   log_event(spdlog::level::info, "request",
             {{"method", e.method},
@@ -211,9 +234,14 @@ int run_serve(const config& cfg) {
   options.destinations = net::address_policy(cfg.allow_private_destinations);
   options.sources = net::address_policy(cfg.allow_private_sources);
   api rest(store, registry, options);
+  raise_descriptor_limit(cfg);
+  net::server_options server_options;
+  server_options.body_limit = cfg.max_body_bytes;
+  server_options.timeout = std::chrono::seconds(cfg.request_timeout_seconds);
+  server_options.idle_timeout = std::chrono::seconds(cfg.idle_timeout_seconds);
+  server_options.max_connections = static_cast<std::size_t>(cfg.max_connections);
   net::http_server server(
-      ioc, net::parse_endpoint(cfg.listen),
-      {cfg.max_body_bytes, 16 * 1024, std::chrono::seconds(cfg.request_timeout_seconds)},
+      ioc, net::parse_endpoint(cfg.listen), server_options,
       [&rest](net::request req) { return rest.handle(std::move(req)); },
       [](unsigned status, std::string_view code, std::string_view message) {
         return api_error{static_cast<int>(status), std::string(code), "", std::string(message)}

@@ -39,7 +39,9 @@ struct config {
   int db_connect_timeout_seconds = 5;
   int db_statement_timeout_ms = 30000;
   std::size_t max_body_bytes = 1024 * 1024;   // request bodies over this get 413
-  int request_timeout_seconds = 30;           // per inbound HTTP request
+  int request_timeout_seconds = 30;           // per inbound HTTP request, first byte to last
+  int idle_timeout_seconds = 60;              // an inbound connection waiting for a request
+  int max_connections = 1024;                 // open inbound connections
   std::string postgres_bin_dir;               // embedded PostgreSQL binaries; default: newest /usr/lib/postgresql/*/bin
   std::string ca_file;                        // extra trusted CA certificates (PEM) for outbound TLS
   int source_timeout_seconds = 30;            // per request to a source

@@ -1,7 +1,9 @@
 #pragma once
-// An HTTP/1.1 server on Boost.Beast: one coroutine per connection, keep-alive, a timeout
-// per read and write, header and body size limits. The application supplies one
-// coroutine that turns a request into a response.
+// An HTTP/1.1 server on Boost.Beast: one coroutine per connection (on its own strand),
+// keep-alive, an idle timeout before each request and a timeout for reading it and for
+// writing its response, header and body size limits, and a bound on open connections
+// (connection_table). The application supplies one coroutine that turns a request into a
+// response.
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -13,6 +15,8 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/http.hpp>
 
+#include "net/connection_table.hpp"
+
 namespace hookd::net {
 
 namespace http = boost::beast::http;
@@ -22,7 +26,9 @@ using response = http::response<http::string_body>;
 struct server_options {
   std::size_t body_limit = 1024 * 1024;
   std::uint32_t header_limit = 16 * 1024;
-  std::chrono::seconds timeout{30};
+  std::chrono::seconds timeout{30};       // from a request's first byte to its last; each write
+  std::chrono::seconds idle_timeout{60};  // for the first byte of a request
+  std::size_t max_connections = 1024;
 };
 
 struct request_log_entry {
@@ -51,6 +57,8 @@ public:
   void stop();
   // Requests being handled right now (for draining at shutdown).
   int in_flight() const { return state_->in_flight.load(); }
+  // Connections open right now.
+  std::size_t connections() const { return state_->connections->size(); }
 
 private:
   struct state {
@@ -60,11 +68,14 @@ private:
     server_options options;
     std::atomic<int> in_flight{0};
     std::atomic<bool> stopping{false};
+    std::unique_ptr<connection_table> connections;
   };
   static boost::asio::awaitable<void> accept_loop(std::shared_ptr<state> s,
                                                   boost::asio::ip::tcp::acceptor& acceptor);
+  static boost::asio::awaitable<void> report_loop(std::shared_ptr<state> s);
   static boost::asio::awaitable<void> session(std::shared_ptr<state> s,
-                                              boost::asio::ip::tcp::socket socket);
+                                              boost::asio::ip::tcp::socket socket,
+                                              connection_table::slot_ptr slot);
 
   boost::asio::io_context& ioc_;
   boost::asio::ip::tcp::acceptor acceptor_;

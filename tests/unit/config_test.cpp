@@ -109,6 +109,9 @@ TEST_CASE("config: defaults apply when no source sets a key") {
   CHECK(c.history_per_webhook == 100);
   CHECK(c.feed_grace_hours == 24);
   CHECK(c.max_body_bytes == 1024 * 1024);
+  CHECK(c.max_connections == 1024);
+  CHECK(c.idle_timeout_seconds == 60);
+  CHECK(c.request_timeout_seconds == 30);
   CHECK(c.retry_schedule == hookd::default_retry_schedule());
   if (geteuid() == 0)
     CHECK(c.data_dir == fs::path("/var/lib/hookd"));
@@ -272,6 +275,13 @@ TEST_CASE("config: numbers out of range are errors") {
   CHECK(contains(error_of_env("HOOKD_DB_STATEMENT_TIMEOUT_MS", "-5"), "'db_statement_timeout_ms'"));
   CHECK(contains(error_of_env("HOOKD_REQUEST_TIMEOUT_SECONDS", "0"), "'request_timeout_seconds'"));
   CHECK(contains(error_of_env("HOOKD_MAX_BODY_BYTES", "1023"), "'max_body_bytes'"));
+  CHECK(contains(error_of_env("HOOKD_MAX_CONNECTIONS", "0"), "'max_connections'"));
+  CHECK(contains(error_of_env("HOOKD_MAX_CONNECTIONS", "0"),
+                 "must be an integer from 1 to 1000000, got \"0\""));
+  CHECK(contains(error_of_env("HOOKD_MAX_CONNECTIONS", "many"), "'max_connections'"));
+  CHECK(load_config(env_only({{"HOOKD_MAX_CONNECTIONS", "20000"}})).max_connections == 20000);
+  CHECK(contains(error_of_env("HOOKD_IDLE_TIMEOUT_SECONDS", "0"),
+                 "'idle_timeout_seconds'"));
   CHECK(contains(error_of_env("HOOKD_MAX_BODY_BYTES", "1073741825"), "'max_body_bytes'"));
   CHECK(load_config(env_only({{"HOOKD_MAX_BODY_BYTES", "1073741824"}})).max_body_bytes ==
         1073741824);
