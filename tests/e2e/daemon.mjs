@@ -10,6 +10,9 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+// Records what the suite hands to hookd and what hookd produces when HOOKD_E2E_AUDIT_DIR is set
+// (the "secrets stay secret" audit, ctest e2e_secrets); a no-op otherwise.
+import { noteBootstrapOutput, notePayload, noteSecret, recordProcess, registerDaemon } from './secret_audit.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const REPO_ROOT = path.resolve(here, '..', '..');
@@ -171,18 +174,24 @@ export async function startDaemon(options = {}) {
 
   const child = spawn(HOOKD_BIN, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   running.add(child);
+  const audit = recordProcess(args, env);
+  let unregister = () => {};
   let out = '';
   let err = '';
   child.stdout.setEncoding('utf8');
   child.stderr.setEncoding('utf8');
   child.stdout.on('data', (d) => {
     out += d;
+    audit.stdout(d);
   });
   child.stderr.on('data', (d) => {
     err += d;
+    audit.stderr(d);
   });
   const exited = waitExit(child, null).then((r) => {
     running.delete(child);
+    unregister();
+    noteBootstrapOutput(out);
     return r;
   });
 
@@ -238,6 +247,8 @@ export async function startDaemon(options = {}) {
   });
 
   const url = `http://127.0.0.1:${port}`;
+  if (child.exitCode === null && child.signalCode === null) unregister = registerDaemon(url);
+  noteBootstrapOutput(out);
   const daemon = {
     url,
     port,
@@ -355,12 +366,19 @@ export function runHookd(args, { env = {}, timeoutMs = 60_000 } = {}) {
   return new Promise((resolve, reject) => {
     const child = spawn(HOOKD_BIN, args, { env: fullEnv, stdio: ['ignore', 'pipe', 'pipe'] });
     running.add(child);
+    const audit = recordProcess(args, fullEnv);
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8');
     child.stderr.setEncoding('utf8');
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
+    child.stdout.on('data', (d) => {
+      stdout += d;
+      audit.stdout(d);
+    });
+    child.stderr.on('data', (d) => {
+      stderr += d;
+      audit.stderr(d);
+    });
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
@@ -405,6 +423,9 @@ export async function createWorkspace(name, env = {}) {
       const m = new RegExp(`^${k}:\\s*(\\S+)\\s*$`, 'm').exec(r.stdout);
       return m ? m[1] : undefined;
     };
+    // Printed once by design (the audit allows exactly these stdout lines); never anywhere else.
+    noteSecret('workspace create api_key', field('api_key'));
+    noteSecret('workspace create workspace_secret', field('workspace_secret'));
     const ws = {
       code: r.code,
       workspaceId: field('workspace_id'),
@@ -439,6 +460,9 @@ export async function startStub() {
     req.on('data', (d) => (body += d));
     req.on('end', () => {
       requests.push({ method: req.method, url: req.url, headers: req.headers, body, at: Date.now() });
+      // GETs are hookd polling this stub as a source, with the connection's credentials on
+      // purpose; anything else is a delivery or notification to it as a receiver.
+      if (req.method !== 'GET') notePayload({ receiver: 'stub', method: req.method, url: req.url, headers: req.headers, body });
       const pathname = new URL(req.url, 'http://x').pathname;
       res.setHeader('content-type', 'application/json');
       if (req.method === 'GET') {
