@@ -151,8 +151,10 @@ export class Recorder {
     } catch {
       return;
     }
-    const walk = (v) => {
-      if (Array.isArray(v)) return v.forEach(walk);
+    // Bounded: the hostile-client tests send bodies nested far deeper than any API object.
+    const walk = (v, depth = 0) => {
+      if (depth > 200) return;
+      if (Array.isArray(v)) return v.forEach((x) => walk(x, depth + 1));
       if (!v || typeof v !== 'object') return;
       for (const [k, x] of Object.entries(v)) {
         if (k === 'auth' && x && typeof x === 'object' && !Array.isArray(x)) {
@@ -163,7 +165,7 @@ export class Recorder {
           this.secret('webhook db_url', x);
           this.secret('webhook db_url password', passwordOf(x));
         }
-        walk(x);
+        walk(x, depth + 1);
       }
     };
     walk(value);
